@@ -1,0 +1,26 @@
+# One command runs the main job, one runs the tests; each installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Pinned so that a CPU machine gets the CPU build it has on disk; a CUDA machine gets PyPI's CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install  ## every offline test, the 124M-shape parity tests included
+	$(PY) -m pytest -q
+
+test-fast: install  ## the quick tier only
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache
