@@ -1,0 +1,221 @@
+"""Token streams for training and evaluation, read from the shards that `python -m data.prepare` writes.
+
+- `SplitTokens`: one split (all its `{split}_*.bin` shards) as one long sequence of token ids.
+- `TrainBatches`: random windows of T+1 tokens -> (x, y), y = x shifted by one; a seeded, resumable
+  generator per rank.
+- `eval_windows` / `EvalBatches`: the whole split, in order, every target scored exactly once.
+
+Shapes: B = batch size, T = sequence length (tokens per row).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.shards import GPT2_VOCAB_SIZE, ShardError, open_shard
+
+IGNORE_INDEX = -100  # targets with this id are context only: the model's loss skips them
+
+
+def prepare_hint(data_dir) -> str:
+    return (
+        f"prepare it with `python -m data.prepare --out-dir {data_dir}` (`make data`), or on a machine "
+        f"without internet `python -m data.prepare --raw-dir ../shared/wikitext-2-raw --offline --out-dir {data_dir}` "
+        "(`make data-offline`)"
+    )
+
+
+class SplitTokens:
+    """The token ids of one split, memory-mapped from its shards, addressed as one sequence."""
+
+    def __init__(self, data_dir, split: str, vocab_size: int = GPT2_VOCAB_SIZE):
+        self.data_dir, self.split = Path(data_dir), split
+        pattern = re.compile(rf"{re.escape(split)}_\d{{6}}\.bin")
+        names = sorted(p.name for p in self.data_dir.glob(f"{split}_*.bin") if pattern.fullmatch(p.name))
+        if not names:
+            where = "does not exist" if not self.data_dir.is_dir() else f"holds no {split}_NNNNNN.bin shards"
+            raise FileNotFoundError(f"no '{split}' split: {self.data_dir} {where}; {prepare_hint(self.data_dir)}")
+        self.shards = [self.data_dir / n for n in names]
+        self.manifest = self._read_manifest(names)  # what data.prepare recorded (source, offline flag), or None
+        self._arrays = [open_shard(p, vocab_size) for p in self.shards]
+        # offsets[i] = index of shard i's first token in the split; offsets[-1] = total.
+        self._offsets = np.cumsum([0] + [len(a) for a in self._arrays])
+        self.n_tokens = int(self._offsets[-1])
+
+    def _read_manifest(self, names: list[str]) -> dict | None:
+        """manifest.json, after checking it lists exactly the shards found: shards left from another run
+        would otherwise silently join the split."""
+        path = self.data_dir / "manifest.json"
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ShardError(f"{path}: not valid JSON ({e}); {prepare_hint(self.data_dir)}") from e
+        try:
+            listed = [s["file"] for s in manifest["splits"][self.split]["shards"]]
+        except (KeyError, TypeError):
+            return manifest  # it does not list this split's shards: nothing to compare
+        if listed != names:
+            raise ShardError(
+                f"{self.data_dir}: the '{self.split}' shards on disk {names} are not the ones {path} lists "
+                f"{listed} (files left from another run?); {prepare_hint(self.data_dir)}"
+            )
+        return manifest
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def __getitem__(self, index: slice | int) -> np.ndarray:
+        """tokens[a:b] -> a new (b - a,) uint16 array, joined across shard boundaries. Step 1 only."""
+        if isinstance(index, (int, np.integer)):
+            i = index + self.n_tokens if index < 0 else index
+            if not 0 <= i < self.n_tokens:
+                raise IndexError(f"token index {index} out of range for {self.n_tokens} tokens")
+            return self[i : i + 1][0]
+        start, stop, step = index.indices(self.n_tokens)
+        if step != 1:
+            raise ValueError("SplitTokens supports contiguous slices only (step 1)")
+        out = np.empty(max(stop - start, 0), dtype=np.uint16)
+        pos = start
+        shard = int(np.searchsorted(self._offsets, start, side="right")) - 1
+        while pos < stop:  # copy the part of each shard the slice covers
+            lo = pos - self._offsets[shard]
+            hi = min(stop, self._offsets[shard + 1]) - self._offsets[shard]
+            out[pos - start : pos - start + hi - lo] = self._arrays[shard][lo:hi]
+            pos += hi - lo
+            shard += 1
+        return out
+
+    def __repr__(self) -> str:
+        return f"SplitTokens({str(self.data_dir)!r}, {self.split!r}: {self.n_tokens:,} tokens in {len(self.shards)} shards)"
+
+
+class TrainBatches:
+    """Random training windows: next() -> (x, y), int64 (B, T), y[:, t] = x[:, t + 1] of the same window.
+
+    Each row is a window of T+1 consecutive tokens whose start is drawn uniformly from [0, N - T - 1]
+    (windows may cross shard boundaries). Rank r of a seeded run draws from its own PCG64 stream,
+    SeedSequence(seed, spawn_key=(r,)) (= SeedSequence(seed).spawn(n)[r]): distinct across ranks,
+    the same on every run. state_dict() captures that stream exactly, so a resumed run draws the
+    batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, tokens, batch_size: int, seq_len: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, device="cpu"):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size ({batch_size}) and seq_len ({seq_len}) must be positive")
+        if len(tokens) < seq_len + 1:
+            name = repr(tokens) if isinstance(tokens, SplitTokens) else "the token sequence"
+            raise ValueError(
+                f"{name} has {len(tokens)} tokens, fewer than seq_len + 1 = {seq_len + 1} needed for one "
+                "training window: use a smaller seq_len or more text"
+            )
+        self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.device = torch.device(device)
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(rank,))))
+        self.batches_drawn = 0
+        self._window = np.empty((batch_size, seq_len + 1), dtype=np.uint16)  # reused scratch, never returned
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T = self.batch_size, self.seq_len
+        starts = self.rng.integers(0, len(self.tokens) - T, size=B)  # uniform in [0, N - T - 1]
+        for row, start in enumerate(starts):
+            self._window[row] = self.tokens[int(start) : int(start) + T + 1]
+        x = torch.from_numpy(self._window[:, :-1].astype(np.int64))  # (B, T), a fresh copy
+        y = torch.from_numpy(self._window[:, 1:].astype(np.int64))  # (B, T)
+        self.batches_drawn += 1
+        if self.device.type == "cuda":
+            # Pinned (page-locked) host memory lets the copy run asynchronously with compute.
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            x, y = x.to(self.device), y.to(self.device)
+        return x, y
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def state_dict(self) -> dict:
+        """Plain, JSON-serialisable: the generator's exact state and what it was drawn for."""
+        return {
+            "bit_generator": self.rng.bit_generator.state,
+            "batches_drawn": self.batches_drawn,
+            "seed": self.seed,
+            "rank": self.rank,
+            "n_tokens": len(self.tokens),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = {"seed": self.seed, "rank": self.rank, "n_tokens": len(self.tokens)}
+        theirs = {k: state.get(k) for k in mine}
+        if theirs != mine:
+            raise ValueError(
+                f"sampler state was saved for {theirs} but this sampler has {mine}: resume with the same "
+                "seed, rank and data, or start the sampler afresh"
+            )
+        self.rng.bit_generator.state = state["bit_generator"]
+        self.batches_drawn = int(state["batches_drawn"])
+
+
+def eval_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows that score every target of a sequence exactly once, in order.
+
+    Tokens t[0..N-1]; the targets are t[1..N-1]. Window (begin, end, n_context) feeds x = t[begin:end]
+    and predicts y = t[begin+1:end+1]; its first n_context targets were scored by an earlier window
+    and serve only as context. Windows start every `stride` tokens (HF's "perplexity of fixed-length
+    models"): stride == seq_len gives disjoint windows, a smaller stride gives each scored target
+    seq_len - stride tokens of extra context.
+    """
+    if not 1 <= stride <= seq_len:
+        raise ValueError(f"stride must lie in [1, seq_len={seq_len}], got {stride} (a larger stride would skip targets)")
+    if n_tokens < 2:
+        raise ValueError(f"need at least 2 tokens to score one target, got {n_tokens}")
+    last = n_tokens - 1  # x may reach t[N-2]: end <= N - 1
+    windows, scored_until = [], 0  # targets y-positions [0, scored_until) are done
+    for begin in range(0, last, stride):
+        end = min(begin + seq_len, last)
+        windows.append((begin, end, scored_until - begin))
+        scored_until = end
+        if end == last:
+            break
+    return windows
+
+
+class EvalBatches:
+    """The whole split in order, as (x, y) int64 (B, seq_len); y is -100 where a target is context only.
+
+    A short last window is padded at its end: x with 0, y with -100. The last batch may have fewer
+    than B rows. n_scored = N - 1 targets in total, each exactly once.
+    """
+
+    def __init__(self, tokens, seq_len: int, stride: int | None = None, batch_size: int = 8):
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.stride = seq_len if stride is None else stride
+        self.windows = eval_windows(len(tokens), seq_len, self.stride)
+        self.n_scored = len(tokens) - 1
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.windows) / self.batch_size)
+
+    def __iter__(self):
+        for first in range(0, len(self.windows), self.batch_size):
+            rows = self.windows[first : first + self.batch_size]
+            x = torch.zeros(len(rows), self.seq_len, dtype=torch.int64)  # (B, T)
+            y = torch.full((len(rows), self.seq_len), IGNORE_INDEX, dtype=torch.int64)  # (B, T)
+            for row, (begin, end, n_context) in enumerate(rows):
+                window = torch.from_numpy(np.asarray(self.tokens[begin : end + 1], dtype=np.int64))
+                x[row, : end - begin] = window[:-1]
+                y[row, n_context : end - begin] = window[1 + n_context :]
+            yield x, y

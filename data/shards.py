@@ -1,0 +1,150 @@
+"""Token shards in llm.c's format: read, validate, write atomically.
+
+A shard is one file:
+    header  256 x int32, little-endian: [0] magic 20240520, [1] version 1, [2] token count, rest zero
+    tokens  token count x uint16, little-endian (GPT-2 ids fit: 50,257 < 65,536)
+
+Shards of a split are named `{split}_{index:06d}.bin` and sit in one data directory beside a
+`manifest.json` (written by `python -m data.prepare`). Every check here raises `ShardError` with a
+sentence naming the file, what is wrong with it and the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple
+
+import numpy as np
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4  # 1024
+TOKEN_DTYPE = np.dtype("<u2")
+GPT2_VOCAB_SIZE = 50257
+
+
+class ShardError(ValueError):
+    """A shard file that cannot be used as it is; the message says how to rebuild it."""
+
+
+class ShardHeader(NamedTuple):
+    magic: int
+    version: int
+    n_tokens: int
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
+
+
+def rebuild_hint(path: str | os.PathLike) -> str:
+    """The command that writes shards into the folder holding `path`."""
+    return (
+        f"rebuild the shards with `python -m data.prepare --out-dir {Path(path).parent}` "
+        "(`make data`; `make data-offline` on a machine without internet)"
+    )
+
+
+def _fail(path, problem: str) -> ShardError:
+    return ShardError(f"{path}: {problem}; {rebuild_hint(path)}")
+
+
+def read_header(path: str | os.PathLike) -> ShardHeader:
+    """Read and check a shard's header against the file: size, magic, version, token count."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise _fail(path, f"file is {size} bytes, shorter than the {HEADER_BYTES}-byte shard header (truncated or not a shard)")
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+    magic, version, n_tokens = (int(v) for v in header[:3])
+    if magic != MAGIC:
+        raise _fail(path, f"magic number is {magic}, expected {MAGIC}: this is not an llm.c token shard (wrong file?)")
+    if version != VERSION:
+        raise _fail(path, f"shard version is {version}, this code reads version {VERSION}")
+    expected = HEADER_BYTES + n_tokens * TOKEN_DTYPE.itemsize
+    if size != expected:
+        kind = "truncated" if size < expected else "extended"
+        raise _fail(
+            path,
+            f"header says {n_tokens} tokens ({expected} bytes) but the file is {size} bytes: "
+            f"the file was {kind} after it was written",
+        )
+    if n_tokens == 0:
+        raise _fail(path, "shard holds no tokens")
+    return ShardHeader(magic, version, n_tokens)
+
+
+def open_shard(path: str | os.PathLike, vocab_size: int = GPT2_VOCAB_SIZE) -> np.memmap:
+    """Memory-map a checked shard's tokens: (n_tokens,) uint16, read-only."""
+    header = read_header(path)
+    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(header.n_tokens,))
+    # One vectorised pass over the file: an id outside the vocabulary would index past the embedding.
+    if int(tokens.max()) >= vocab_size:
+        bad = int(np.argmax(tokens >= vocab_size))
+        raise _fail(
+            path,
+            f"token id {int(tokens[bad])} at position {bad} is outside the vocabulary (vocab_size {vocab_size}): "
+            "the shard was written for another tokenizer or is corrupt",
+        )
+    return tokens
+
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
+    """Write `tokens` (1-D ints in [0, 65535]) as a shard at `path`, atomically: a run stopped half-way
+    leaves the previous file (or none) at `path`, never a shard that looks complete."""
+    path = Path(path)
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or tokens.size == 0 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"write_shard({path}): need a non-empty 1-D integer array, got {tokens.dtype} {tokens.shape}")
+    if int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(TOKEN_DTYPE).max:
+        raise ValueError(f"write_shard({path}): token ids must lie in [0, 65535] to be stored as uint16")
+    if tokens.size > np.iinfo(np.int32).max:
+        raise ValueError(f"write_shard({path}): {tokens.size} tokens do not fit the int32 count; use smaller shards")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (MAGIC, VERSION, tokens.size)
+    with atomic_open(path) as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open `path` for binary writing so that it appears complete or not at all.
+
+    Writes go to a hidden `.{name}.*.tmp` file in the same folder; on success it is fsynced and renamed
+    over `path` (os.replace, atomic on POSIX and Windows); on any exception it is deleted. A process
+    killed outright may leave the `.tmp` file behind; nothing reads those.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o644)  # mkstemp makes the file private (0600); shards and manifests are not secrets
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
