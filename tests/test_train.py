@@ -1,0 +1,228 @@
+"""train.py on a tiny scratch model and tiny shards: it learns, accumulation equals a big batch,
+a killed run resumes to the same losses bit for bit, failures stop with a message, --help is complete."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from data.shards import write_shard
+from gpt2.checkpoint import load_checkpoint
+from gpt2.cli import build_parser, field_comments, parse_config
+from gpt2.config import GPTConfig
+from train import TrainConfig, TrainingStopped
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 256  # the toy corpus uses ids < 200; a small vocabulary keeps every step cheap
+
+
+@pytest.fixture(autouse=True)
+def tiny_and_quick(monkeypatch):
+    """Scratch models get a 256-token vocabulary (the head and embedding dominate a tiny model's cost),
+    and torch one thread: ops this small only lose time synchronising threads on a shared machine."""
+    monkeypatch.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_shards(data_dir: Path, seed: int = 0) -> Path:
+    """A learnable toy corpus: one random 48-token "sentence" over 200 ids, repeated with light noise."""
+    rng = np.random.default_rng(seed)
+    sentence = rng.integers(0, 200, size=48)
+    stream = np.tile(sentence, 60)
+    noise = rng.random(stream.size) < 0.05
+    stream[noise] = rng.integers(0, 200, size=int(noise.sum()))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_shard(data_dir / "train_000000.bin", stream[:2400])
+    write_shard(data_dir / "val_000000.bin", stream[2400:])
+    return data_dir
+
+
+def tiny(tmp_path: Path, **overrides) -> TrainConfig:
+    data_dir = tmp_path / "data"
+    if not data_dir.exists():
+        make_shards(data_dir)
+    settings = dict(init="scratch", n_layer=2, n_head=2, n_embd=32, dropout=0.0, data_dir=str(data_dir),
+                    out_dir=str(tmp_path / "run"), seq_len=16, micro_batch_size=4, total_batch_tokens=64, lr=3e-3,
+                    min_lr=3e-4, warmup_steps=2, max_steps=6, eval_interval=3, device="cpu", dtype="fp32",
+                    compile=False, seed=0)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def records(out_dir, kind: str) -> list[dict]:
+    lines = (Path(out_dir) / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def deterministic(record: dict) -> dict:
+    """A log record without its timings."""
+    return {k: v for k, v in record.items() if k not in ("tok_per_s", "elapsed_s")}
+
+
+def test_tiny_model_overfits_tiny_data(tmp_path):
+    cfg = tiny(tmp_path, max_steps=40, eval_interval=20, lr=1e-2, min_lr=1e-3)
+    summary = train.train(cfg)
+    losses = [r["loss"] for r in records(cfg.out_dir, "train")]
+    assert len(losses) == 40
+    assert abs(losses[0] - np.log(VOCAB)) < 0.5  # a fresh model is close to uniform
+    assert max(losses[-5:]) < 0.5 * losses[0]
+    val = records(cfg.out_dir, "eval")
+    assert [r["step"] for r in val] == [0, 20, 40]
+    assert val[-1]["val_loss"] < 0.5 * val[0]["val_loss"]
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in val[1:])
+    assert load_checkpoint(Path(cfg.out_dir) / "best.pt")["val_loss"] == summary["best_val_loss"]
+    run = json.loads((Path(cfg.out_dir) / "run.json").read_text())
+    assert run["config"]["lr"] == 1e-2 and run["derived"]["grad_accum_steps"] == 1
+
+
+class FixedBatches:
+    """Stands in for TrainBatches: the same 8 rows every step, split over slots. Slot g of W gets rows
+    [g * B, (g + 1) * B), so 4 slots of 2 rows and 1 slot of 8 rows see the same global batch."""
+
+    def __init__(self, tokens, batch_size, seq_len, *, seed=0, rank=0, world_size=1, device="cpu"):
+        assert batch_size * world_size == 8
+        starts = np.arange(8) * 37
+        windows = torch.from_numpy(np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64))
+        self.rows = windows[rank * batch_size:(rank + 1) * batch_size]  # (B, T + 1)
+
+    def next(self):
+        return self.rows[:, :-1], self.rows[:, 1:]
+
+    def state_dict(self):
+        return {}
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "TrainBatches", FixedBatches)
+    runs = {}
+    for micro in (2, 8):  # 4 micro-batches of 2 rows, then 1 of 8: total_batch_tokens = 8 x 16 both times
+        cfg = tiny(tmp_path, micro_batch_size=micro, total_batch_tokens=128, max_steps=1, eval_interval=1,
+                   weight_decay=0.1, out_dir=str(tmp_path / f"micro{micro}"))
+        train.train(cfg)
+        runs[micro] = load_checkpoint(Path(cfg.out_dir) / "latest.pt")
+    assert runs[2]["derived"]["grad_accum_steps"] == 4 and runs[8]["derived"]["grad_accum_steps"] == 1
+    before = train.build_model(tiny(tmp_path), torch.device("cpu")).state_dict()
+    for name, p in runs[8]["model"].items():
+        assert not torch.equal(p, before[name]) or name.endswith("bias") or "ln" in name  # the step moved it
+        torch.testing.assert_close(runs[2]["model"][name], p, rtol=0, atol=1e-6, msg=name)
+    loss2, loss8 = (records(tmp_path / f"micro{m}", "train")[0]["loss"] for m in (2, 8))
+    assert abs(loss2 - loss8) < 1e-6
+
+
+def test_resume_after_a_crash_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
+    """With dropout and accumulation: crash at step 8 (latest.pt is from step 6), resume, finish at 10."""
+    settings = dict(max_steps=10, eval_interval=4, checkpoint_interval=3, dropout=0.1, micro_batch_size=2)
+    whole = tiny(tmp_path, out_dir=str(tmp_path / "whole"), **settings)
+    train.train(whole)
+
+    cut = tiny(tmp_path, out_dir=str(tmp_path / "cut"), **settings)
+    real_next, calls = train.TrainBatches.next, [0]
+
+    def crashes_in_step_8(self):
+        calls[0] += 1
+        if calls[0] == 7 * 2 + 1:  # 2 micro-batches per step: the first of step 8
+            raise RuntimeError("simulated crash")
+        return real_next(self)
+
+    monkeypatch.setattr(train.TrainBatches, "next", crashes_in_step_8)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train(cut)
+    monkeypatch.setattr(train.TrainBatches, "next", real_next)
+    assert load_checkpoint(Path(cut.out_dir) / "latest.pt")["step"] == 6
+    assert records(cut.out_dir, "train")[-1]["step"] == 7
+    train.train(tiny(tmp_path, out_dir=str(tmp_path / "cut"), resume=True, **settings))
+
+    for kind in ("train", "eval"):
+        assert [deterministic(r) for r in records(cut.out_dir, kind)] == [deterministic(r) for r in records(whole.out_dir, kind)]
+    assert len(records(cut.out_dir, "train")) == 10
+    a, b = (load_checkpoint(Path(d) / "latest.pt")["model"] for d in (whole.out_dir, cut.out_dir))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_names_the_mismatch_and_refuses_to_overwrite(tmp_path):
+    train.train(tiny(tmp_path, max_steps=2, eval_interval=2))
+    with pytest.raises(TrainingStopped, match=r"seq_len=16 in the checkpoint, 8 now.*micro_batch_size=4 in the checkpoint, 2 now"):
+        train.train(tiny(tmp_path, max_steps=4, resume=True, seq_len=8, micro_batch_size=2, total_batch_tokens=16))
+    with pytest.raises(TrainingStopped, match="already holds a run.*--resume"):
+        train.train(tiny(tmp_path, max_steps=4))
+    summary = train.train(tiny(tmp_path, max_steps=4, eval_interval=2, resume=True))  # a longer schedule is fine
+    assert summary["steps"] == 4
+
+
+def test_nan_loss_stops_without_saving_after_it(tmp_path):
+    cfg = tiny(tmp_path, lr=1e30, min_lr=0.0, warmup_steps=0, grad_clip=0.0, max_steps=20, eval_interval=1)
+    with pytest.raises(TrainingStopped, match=r"loss is (nan|inf) at step (\d+).*last good checkpoint is .*latest\.pt") as e:
+        train.train(cfg)
+    failed_at = int(re.search(r"at step (\d+)", str(e.value))[1])
+    assert failed_at > 1
+    assert load_checkpoint(Path(cfg.out_dir) / "latest.pt")["step"] == failed_at - 1
+    assert all(np.isfinite(r["loss"]) for r in records(cfg.out_dir, "train"))
+
+
+def test_sigint_finishes_the_step_and_saves(tmp_path):
+    def interrupted_at_step_3(model, x, y):
+        interrupted_at_step_3.calls += 1
+        if interrupted_at_step_3.calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return train.lm_loss(model, x, y)
+
+    interrupted_at_step_3.calls = 0
+    summary = train.train(tiny(tmp_path, max_steps=10, eval_interval=100), loss_fn=interrupted_at_step_3)
+    assert summary["steps"] == 3 and summary["stopped_early"]
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    fp32 = tiny(tmp_path, max_steps=3, out_dir=str(tmp_path / "fp32"))
+    bf16 = tiny(tmp_path, max_steps=3, out_dir=str(tmp_path / "bf16"), dtype="bf16")
+    train.train(fp32)
+    train.train(bf16)
+    assert json.loads((tmp_path / "bf16" / "run.json").read_text())["derived"]["dtype"] == "bfloat16"
+    l32, l16 = ([r["loss"] for r in records(c.out_dir, "train")] for c in (fp32, bf16))
+    assert all(np.isfinite(l16))
+    assert l16 != l32  # the matmuls really ran in bfloat16
+    assert max(abs(a - b) for a, b in zip(l16, l32)) < 0.1
+
+
+def test_user_mistakes_get_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m data.prepare"):
+        train.train(tiny(tmp_path, data_dir=str(tmp_path / "missing")))
+    with pytest.raises(TrainingStopped, match="not a multiple of micro_batch_size x seq_len x world_size = 4 x 16 x 1 = 64"):
+        train.train(tiny(tmp_path, total_batch_tokens=100))
+    with pytest.raises(Exception, match="neither a published GPT-2"):
+        train.train(tiny(tmp_path, init=str(tmp_path / "no-such-weights")))
+
+
+def test_help_lists_every_field_with_its_comment():
+    comments = field_comments(TrainConfig)
+    help_text = " ".join(build_parser(TrainConfig).format_help().split())  # argparse wraps lines
+    for name in TrainConfig.__dataclass_fields__:
+        assert comments.get(name), f"TrainConfig.{name} has no comment"
+        assert f"--{name}" in help_text and " ".join(comments[name].split()) in help_text, name
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and "--total_batch_tokens" in out.stdout
+
+
+def test_command_line_errors_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(TrainConfig, ["--dtype", "fp8"])
+    assert e.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, ["--init", "scratch", "--n_embd", "130", "--n_head", "4"])
+    assert "--n_embd 130 is not a multiple of --n_head 4" in capsys.readouterr().err
+    cfg = parse_config(TrainConfig, ["--no-compile", "--max_steps", "none", "--micro-batch-size", "2"])
+    assert cfg.compile is False and cfg.max_steps is None and cfg.micro_batch_size == 2
