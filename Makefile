@@ -33,5 +33,80 @@ data: install  ## Wikitext-2 raw -> GPT-2 token shards in $(DATA) (downloads 4.7
 data-offline: install  ## no internet: shards from local valid/test splits (train/val = valid 90/10, test = test)
 	$(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(DATA)
 
-clean:
+# finetune prepares the data first when it is not there yet (offline flavour with OFFLINE=1).
+$(DATA)/manifest.json: | install
+	$(MAKE) $(if $(filter 1,$(OFFLINE)),data-offline,data)
+
+# ---- experiment: fine-tune, distil, retrain, evaluate ------------------------------------------
+# GPU:      make data finetune distill retrain eval          (GPT-2 124M, the real Wikitext-2 splits)
+# Offline:  make OFFLINE=1 data-offline finetune distill retrain eval
+#           (a 2-layer scratch model on the offline shards, sized to finish in ~12 min on a 2-core CPU)
+# Each step writes a new folder and refuses to overwrite a finished run: `make experiment-clean` to redo.
+OFFLINE ?=
+RUNS ?= runs
+HARD ?= shards/distilled-hard
+SAMPLE ?= shards/distilled-sample
+SUBSET ?= shards/subset
+ifeq ($(OFFLINE),1)
+export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/tiktoken-cache)
+BASE := --init scratch --n_layer 2 --n_head 4 --n_embd 128
+OPTIM := --seq_len 256 --micro_batch_size 8 --total_batch_tokens 2048 --warmup_steps 3 --dropout 0.0
+# a high rate for the scratch models' few steps; the student starts from trained weights, so a fine-tuning rate
+SCRATCH_LR := --lr 1e-2 --min_lr 1e-3
+STUDENT_FLAGS := --lr 1e-3 --min_lr 1e-4
+FINETUNE_STEPS := --max_steps 20 --eval_interval 20
+RETRAIN_STEPS := --max_steps 6 --eval_interval 6
+# 16 sequences of 1 separator + 32 prompt + 224 generated tokens
+DISTILL_SIZE := --n_tokens 4112 --batch_size 16
+STUDENT_LAYERS := 0
+EVAL_FLAGS := --max_eval_tokens 8192 --gen_passages 16 --gen_batch_size 16
+else
+BASE := --init gpt2
+OPTIM :=
+SCRATCH_LR :=
+# the KD loss holds ~10 float32 copies of the (B, T, V) logits: 8 rows of 1024 need ~17 GB
+STUDENT_FLAGS := --micro_batch_size 8
+FINETUNE_STEPS :=
+RETRAIN_STEPS := --max_steps 60 --eval_interval 10
+DISTILL_SIZE := --fraction 0.25 --batch_size 128
+STUDENT_LAYERS := 0 2 4 6 8 10
+EVAL_FLAGS :=
+endif
+# hard: p^-beta inside the plausible set {p >= 0.1 p_max}; its control: ordinary sampling in the same set
+HARD_STRATEGY := --strategy hard --min_p 0.1 --beta 1.0
+SAMPLE_STRATEGY := --strategy sample --min_p 0.1
+
+.PHONY: finetune distill retrain eval report experiment-clean
+
+finetune: install $(DATA)/manifest.json  ## fine-tune the base model (gpt2; OFFLINE=1: a scratch model) on $(DATA) -> $(RUNS)/finetune
+	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(FINETUNE_STEPS) --data_dir $(DATA) --out_dir $(RUNS)/finetune
+
+distill: install  ## the teacher's synthetic sets (hard, and sample as control) + real text at the same budget
+	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(HARD_STRATEGY) $(DISTILL_SIZE) --out_dir $(HARD)
+	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(SAMPLE_STRATEGY) $(DISTILL_SIZE) --out_dir $(SAMPLE)
+	$(PY) -m data.subset --data_dir $(DATA) --like $(HARD) --out_dir $(SUBSET)
+
+retrain: install  ## the base model on each set, same steps, val on the real val split; and the KD student
+	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(HARD) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-hard
+	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(SAMPLE) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-sample
+	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(SUBSET) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-subset
+	$(PY) train.py --init $(RUNS)/finetune --init_layers $(STUDENT_LAYERS) --teacher $(RUNS)/finetune $(OPTIM) $(STUDENT_FLAGS) \
+		$(RETRAIN_STEPS) --data_dir $(HARD) --val_data_dir $(DATA) --out_dir $(RUNS)/student
+
+eval: install  ## test-split perplexity, BLEU, ROUGE of every model -> results/; then the experiment table
+ifneq ($(OFFLINE),1)
+	$(PY) evaluate.py --model gpt2 --data_dir $(DATA) $(EVAL_FLAGS)
+endif
+	for run in finetune retrain-hard retrain-sample retrain-subset student; do \
+		$(PY) evaluate.py --model $(RUNS)/$$run --data_dir $(DATA) $(EVAL_FLAGS) || exit 1; done
+	$(PY) report.py
+
+report: install  ## results/experiment.md (+ plots with matplotlib) from what eval wrote
+	$(PY) report.py
+
+experiment-clean:  ## delete the experiment's runs, sets and results (not the prepared data)
+	rm -rf $(RUNS)/finetune $(RUNS)/retrain-hard $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
+		$(HARD) $(SAMPLE) $(SUBSET) results
+
+clean:  ## remove the virtual environment (not data, runs or results)
 	rm -rf $(VENV) .pytest_cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_state, save_checkpoint, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
+from gpt2.kd import kd_loss, make_student
 from gpt2.model import GPT
 from gpt2.perplexity import evaluate_perplexity
 from gpt2.weights import DownloadError
@@ -57,8 +59,12 @@ class TrainConfig:
     n_head: int = 4  # init=scratch only: attention heads per block
     n_embd: int = 128  # init=scratch only: model width (a multiple of n_head)
     dropout: float = 0.1  # dropout rate while training (embeddings, attention, residuals)
+    init_layers: list[int] | None = None  # a smaller student: keep only these blocks of --init (e.g. 0 2 4 6 8 10,
+                                          # DistilGPT2's every other layer); None: all of them
     # data
     data_dir: str = "shards/wikitext2"  # folder of train_*.bin / val_*.bin shards
+    val_data_dir: str | None = None  # folder whose val split is evaluated; None: data_dir. Set it to the real
+                                     # data when data_dir is a distilled set (which has no val split)
     out_dir: str = "runs/finetune"  # run directory: run.json, log.jsonl, latest.pt, best.pt
     seq_len: int = 1024  # tokens per training row; also the context of a scratch model
     micro_batch_size: int = 16  # rows per forward/backward pass; lower it if memory runs out
@@ -73,6 +79,11 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    # knowledge distillation (gpt2/kd.py)
+    teacher: str | None = None  # a frozen model whose softened distribution the loss also matches (any --init
+                                # source but scratch); None: plain next-token cross-entropy
+    kd_temperature: float = 2.0  # with --teacher: softmax temperature T of both distributions
+    kd_alpha: float = 0.5  # with --teacher: loss = alpha * T^2 * KL(teacher || model) + (1 - alpha) * cross-entropy
     # hardware and precision
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has it,
@@ -101,6 +112,10 @@ class TrainConfig:
             raise ValueError(f"--n_embd {self.n_embd} is not a multiple of --n_head {self.n_head}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= --min_lr <= --lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if self.init_layers is not None and self.init == "scratch":
+            raise ValueError("--init_layers picks blocks of a trained model; it cannot be used with --init scratch")
+        if not self.kd_temperature > 0 or not 0 <= self.kd_alpha <= 1:
+            raise ValueError(f"need --kd_temperature > 0 and 0 <= --kd_alpha <= 1, got {self.kd_temperature}, {self.kd_alpha}")
 
 
 class TrainingStopped(RuntimeError):
@@ -153,6 +168,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> GPT:
     except DownloadError as e:
         raise TrainingStopped(f"{e}\nWith the weights on disk, pass their folder (config.json + model.safetensors) "
                               "as --init DIR; or train a small model with --init scratch") from e
+    if cfg.init_layers is not None:
+        model = make_student(model, cfg.init_layers)
     if cfg.seq_len > model.config.n_positions:
         raise TrainingStopped(f"--seq_len {cfg.seq_len} exceeds the context of {cfg.init} "
                               f"({model.config.n_positions} positions); use --seq_len {model.config.n_positions} or less")
@@ -165,9 +182,19 @@ def micro_seed(seed: int, step: int, slot: int) -> int:
 
 
 def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one micro-batch. (Knowledge distillation replaces this function:
-    mix it with the KL divergence to a teacher's softened distribution.)"""
+    """Mean next-token cross-entropy of one micro-batch. (With --teacher, kd_lm_loss replaces it.)"""
     _, loss = model(x, y)
+    return loss
+
+
+def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, teacher: GPT, temperature: float, alpha: float) -> torch.Tensor:
+    """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's logits against the frozen
+    teacher's, both softened by `temperature`, mixed with the cross-entropy. It runs inside the step's
+    autocast, so the teacher's forward pass uses the same precision; no_grad: the teacher never trains."""
+    logits, _ = model(x)  # (B, T, V)
+    with torch.no_grad():
+        teacher_logits, _ = teacher(x)  # (B, T, V)
+    loss, _ = kd_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
     return loss
 
 
@@ -214,7 +241,7 @@ def _train(cfg: TrainConfig, loss_fn, device: torch.device, amp_dtype: torch.dty
     accum = cfg.total_batch_tokens // tokens_per_micro_step
 
     # ---- data
-    train_tokens, val_tokens = SplitTokens(cfg.data_dir, "train"), SplitTokens(cfg.data_dir, "val")
+    train_tokens, val_tokens = SplitTokens(cfg.data_dir, "train"), SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * len(train_tokens) / cfg.total_batch_tokens)
     batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
                             world_size=world * accum, device=device) for m in range(accum)]  # one per slot
@@ -249,6 +276,12 @@ def _train(cfg: TrainConfig, loss_fn, device: torch.device, amp_dtype: torch.dty
     if ddp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
+    if cfg.teacher is not None:  # part of the config, not of the state: a resumed run loads it again
+        try:
+            teacher = load_model(cfg.teacher, device=device).requires_grad_(False)  # eval mode: no dropout
+        except DownloadError as e:
+            raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
+        loss_fn = functools.partial(kd_lm_loss, teacher=teacher, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
 
     # ---- run record: resolved config, versions, hardware
     run = {"config": config_to_dict(cfg), "derived": derived, "model_config": dataclasses.asdict(raw_model.config),

@@ -1,0 +1,373 @@
+"""Evaluate one model on one split: perplexity, and BLEU / ROUGE of greedy continuations.
+
+    python evaluate.py --model gpt2                      # the published 124M model, shards/wikitext2 test
+    python evaluate.py --model runs/finetune             # a train.py run (its best.pt)
+    python evaluate.py --model runs/finetune --device cpu --max_eval_tokens 4096 --gen_passages 8   # quick
+
+Two tasks, both deterministic (the same tokens every time):
+1. Perplexity of the whole split with sliding windows (`gpt2.perplexity`): every token scored once,
+   each with at least seq_len - stride tokens of context. The split's text is its tokens decoded
+   (lossless: data.prepare guarantees shards decode to the raw text byte for byte), which gives
+   bits per byte and word perplexity = exp(total NLL / whitespace-separated words of that text).
+2. Continuation: N passages at evenly spaced token offsets of the split (passage i starts at
+   i * (n_tokens // N)); the first P tokens are the prompt, the model continues them greedily for
+   G tokens (no stop token, so every continuation has G tokens), and the decoded continuations are
+   scored against the decoded true next G tokens: corpus BLEU (sacrebleu's defaults, one reference)
+   and the mean ROUGE-1/2/L F-measure (rouge-score's defaults, no stemming).
+
+Output: a JSON file with every figure, the resolved config, the model, the data manifest, timings,
+versions and the device; and a row in a markdown table (one row per model + data + split: a rerun
+replaces its row), printed at the end. For a train.py run directory the table also shows the
+run's training tokens and wall time (its log.jsonl: the last step's tokens_seen and elapsed_s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tiktoken
+import torch
+from tqdm import tqdm
+
+from data.loader import SplitTokens
+from data.shards import ShardError, atomic_open
+from gpt2 import tokenizer
+from gpt2.bleu import corpus_bleu
+from gpt2.checkpoint import CheckpointError, load_model, versions
+from gpt2.cli import config_to_dict, parse_config
+from gpt2.perplexity import evaluate_perplexity, text_size
+from gpt2.rouge import corpus_rouge
+from gpt2.sampler import SamplingConfig, generate
+from gpt2.weights import DownloadError, WeightsError
+
+MAX_SEQ_LEN = 1024  # default window: the model's context, but no more than GPT-2's 1024
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a GPT-2 on a split of token shards: perplexity, and BLEU/ROUGE of greedy continuations."""
+
+    model: str = "gpt2"  # a published name (gpt2, ...), a Hugging Face folder or weight file, a train.py
+                         # checkpoint (.pt) or run directory (its best.pt, else latest.pt)
+    name: str | None = None  # the model's label in the table; None: derived from --model (runs/finetune -> finetune)
+    data_dir: str = "shards/wikitext2"  # folder of {split}_NNNNNN.bin shards written by `python -m data.prepare`
+    split: str = "test"  # which split to evaluate: train, val or test
+    max_eval_tokens: int | None = None  # evaluate only the first this many tokens of the split (a quick run);
+                                        # None: the whole split. Recorded in the results and the table
+    # perplexity
+    seq_len: int | None = None  # tokens per window; None: the model's n_positions, at most 1024
+    stride: int | None = None  # tokens between window starts; None: seq_len // 2, so that every token but
+                               # the first window's has >= seq_len / 2 tokens of context (GPT-2 paper style;
+                               # costs 2x disjoint windows, whose stride is seq_len)
+    batch_size: int = 8  # windows per forward pass
+    # continuation task (BLEU / ROUGE)
+    gen_passages: int = 200  # N: passages, at evenly spaced offsets of the split
+    gen_prompt_tokens: int = 128  # P: tokens of each passage given as the prompt
+    gen_new_tokens: int = 64  # G: tokens generated greedily and scored against the passage's next G tokens
+    gen_batch_size: int = 50  # passages generated together (each holds a KV cache of n_positions tokens)
+    # hardware and output
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has
+                                                              # it (else fp16), fp32 on CPU
+    out_json: str | None = None  # results file; None: results/<name>.<split>.json
+    table: str = "results/results.md"  # markdown table to add this model's row to (created if absent)
+    progress: bool = True  # progress bars on stderr
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "gen_passages", "gen_prompt_tokens", "gen_new_tokens", "gen_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_eval_tokens", "seq_len", "stride"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive (or none), got {getattr(self, name)}")
+        if self.max_eval_tokens is not None and self.max_eval_tokens < 2:
+            raise ValueError(f"--max_eval_tokens must be at least 2 (one target), got {self.max_eval_tokens}")
+        if self.name is None:
+            self.name = default_name(self.model)
+        if not self.name or any(c in self.name for c in "|\n"):
+            raise ValueError(f"--name {self.name!r}: a table label must be non-empty, without '|' or newlines")
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot run as configured; the message says what to change."""
+
+
+def default_name(source: str) -> str:
+    """The table label of a model source: runs/finetune -> finetune, runs/x/latest.pt -> x-latest, gpt2 -> gpt2."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve().name
+    if path.is_file():
+        if path.stem in ("model", "pytorch_model"):  # a Hugging Face folder's weight file: the folder says more
+            return path.resolve().parent.name
+        return f"{path.resolve().parent.name}-{path.stem}"
+    return str(source)  # a published name
+
+
+def resolve_device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype | None]:
+    """(device, autocast dtype or None for plain fp32)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dtype == "auto":
+        if dev.type != "cuda":
+            return dev, None
+        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return dev, None if dtype == "fp32" else DTYPES[dtype]
+
+
+def run_record(source: str) -> dict | None:
+    """What train.py recorded about the run that produced `source` (a run directory, or a checkpoint
+    inside one): its starting weights and data, and from log.jsonl the last step, the tokens trained
+    on (tokens_seen) and the training wall time (elapsed_s, evaluations included). None otherwise."""
+    path = Path(source)
+    run_dir = path if path.is_dir() else path.parent if path.suffix == ".pt" else None
+    if run_dir is None or not ((run_dir / "run.json").is_file() or (run_dir / "log.jsonl").is_file()):
+        return None
+    record: dict = {"run_dir": str(run_dir), "steps": None, "train_tokens": None, "train_seconds": None}
+    if (run_dir / "run.json").is_file():
+        try:
+            run = json.loads((run_dir / "run.json").read_text())
+            record.update(init=run["config"].get("init"), data_dir=run["config"].get("data_dir"),
+                          device_name=run.get("derived", {}).get("device_name"), n_params=run.get("n_params"))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            print(f"warning: {run_dir / 'run.json'} is not readable as train.py's run record ({e})", file=sys.stderr)
+    if (run_dir / "log.jsonl").is_file():
+        for line in (run_dir / "log.jsonl").read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a killed run
+                continue
+            if isinstance(entry, dict) and entry.get("kind") == "train":
+                record.update(steps=entry.get("step"), train_tokens=entry.get("tokens_seen"),
+                              train_seconds=entry.get("elapsed_s"))
+    return record
+
+
+# ------------------------------------------------------------------------------- continuation task
+
+def passage_starts(n_tokens: int, n_passages: int, span: int) -> list[int]:
+    """Offsets of N non-overlapping passages of `span` tokens, evenly spaced: i * (n_tokens // N)."""
+    slot = n_tokens // n_passages
+    if slot < span:
+        raise EvalError(f"{n_passages} passages x (prompt + generated = {span} tokens) = {n_passages * span:,} tokens "
+                        f"do not fit in the {n_tokens:,} tokens evaluated: lower --gen_passages, --gen_prompt_tokens "
+                        "or --gen_new_tokens (or raise --max_eval_tokens)")
+    return [i * slot for i in range(n_passages)]
+
+
+def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_tokens: int, *, batch_size: int,
+                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> dict[str, list[str]]:
+    """Greedy continuations of the passages at `starts`: {"prompts", "hypotheses", "references"}, decoded text.
+
+    Passage i is tokens[s : s + P + G]; the model sees its first P tokens and generates G more
+    (KV-cached, in batches of `batch_size`); the reference is the passage's true last G tokens.
+    """
+    device = model.lm_head.weight.device
+    P, G = prompt_tokens, new_tokens
+    passages = np.stack([np.asarray(tokens[s : s + P + G], dtype=np.int64) for s in starts])  # (N, P + G)
+    out: dict[str, list[str]] = {"prompts": [], "hypotheses": [], "references": []}
+    greedy = SamplingConfig("greedy")
+    for first in tqdm(range(0, len(starts), batch_size), desc=f"generate P={P} G={G}", unit="batch",
+                      disable=not progress):
+        batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None)
+        new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
+        assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
+        for row in range(len(batch)):
+            out["prompts"].append(tokenizer.decode(passages[first + row, :P].tolist()))
+            out["hypotheses"].append(tokenizer.decode(new[row].tolist()))
+            out["references"].append(tokenizer.decode(passages[first + row, P:].tolist()))
+    return out
+
+
+def score_continuations(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU (0-100, one reference per hypothesis) and mean ROUGE-1/2/L F-measures (0-1)."""
+    bleu = corpus_bleu(hypotheses, [references])
+    rouge = corpus_rouge(references, hypotheses)  # rouge-score's order: targets first
+    return {"bleu": bleu.score, "rouge1": rouge["rouge1"].fmeasure, "rouge2": rouge["rouge2"].fmeasure,
+            "rougeL": rouge["rougeL"].fmeasure,
+            "bleu_detail": {"precisions": bleu.precisions, "bp": bleu.bp, "sys_len": bleu.sys_len,
+                            "ref_len": bleu.ref_len},
+            "rouge_detail": {k: dataclasses.asdict(v) for k, v in rouge.items()}}
+
+
+# ------------------------------------------------------------------------------------ the table
+
+COLUMNS = ("model", "data", "split", "tokens", "ppl", "word ppl", "bits/byte", "BLEU", "ROUGE-1", "ROUGE-2",
+           "ROUGE-L", "train tokens", "train time", "eval s")
+HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" if c in ("model", "data", "split") else "---:"
+                                                         for c in COLUMNS) + "|\n"
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def table_row(results: dict) -> list[str]:
+    ppl, gen, run = results["perplexity"], results["generation"], results["model"]["run"] or {}
+    return [results["name"], results["data"]["label"], results["data"]["split"],
+            f"{results['data']['n_tokens_evaluated']:,}", f"{ppl['ppl']:.2f}", f"{ppl['word_ppl']:.2f}",
+            f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", f"{gen['rouge1']:.4f}", f"{gen['rouge2']:.4f}",
+            f"{gen['rougeL']:.4f}", _count(run.get("train_tokens")), _duration(run.get("train_seconds")),
+            f"{results['seconds']['eval']:.0f}"]
+
+
+def table_rows(path: str | Path) -> list[str]:
+    """The row lines of the table at `path` ([] when absent); an error if it is not one this script wrote."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if not text.startswith(HEADER):
+        raise EvalError(f"{path} is not a table this script wrote (its header differs from:\n{HEADER}); "
+                        "move it away, or pass another --table")
+    return [line for line in text[len(HEADER):].splitlines() if line.strip()]
+
+
+def update_table(path: str | Path, row: list[str]) -> str:
+    """Add `row` to the markdown table at `path`, replacing the row of the same model + data + split;
+    creates the file with its header when absent. Returns the table's text."""
+    path = Path(path)
+    lines = table_rows(path)
+    new = "| " + " | ".join(row) + " |"
+    key = tuple(row[:3])
+    replaced = False
+    for i, line in enumerate(lines):
+        if tuple(c.strip() for c in line.strip().strip("|").split("|")[:3]) == key:
+            lines[i], replaced = new, True
+    if not replaced:
+        lines.append(new)
+    text = HEADER + "".join(line + "\n" for line in lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write(text.encode())
+    return text
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run both tasks as configured; write the JSON and the table row; return the results."""
+    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
+    table_rows(cfg.table)  # a table we may not rewrite: say so now, not after the work
+    split = SplitTokens(cfg.data_dir, cfg.split)  # fails first, and fast, when the data is missing
+    t0 = time.perf_counter()
+    try:
+        model = load_model(cfg.model, device=device)
+    except (CheckpointError, WeightsError, DownloadError) as e:
+        raise EvalError(f"cannot load --model {cfg.model}: {e}") from e
+    load_s = time.perf_counter() - t0
+    n_positions = model.config.n_positions
+    seq_len = cfg.seq_len or min(n_positions, MAX_SEQ_LEN)
+    stride = cfg.stride or max(1, seq_len // 2)
+    if seq_len > n_positions:
+        raise EvalError(f"--seq_len {seq_len} exceeds the model's context of {n_positions} tokens; use {n_positions} or less")
+    if stride > seq_len:
+        raise EvalError(f"--stride {stride} exceeds the window of {seq_len} tokens: it would skip tokens; use <= {seq_len}")
+    P, G = cfg.gen_prompt_tokens, cfg.gen_new_tokens
+    if P + G > n_positions:
+        raise EvalError(f"--gen_prompt_tokens {P} + --gen_new_tokens {G} exceed the model's context of {n_positions} "
+                        "tokens; lower them")
+
+    print(f"{cfg.name}: {model.num_params():,} parameters, context {n_positions}; windows of {seq_len} tokens every "
+          f"{stride}; {device}, {'autocast ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'fp32'}")
+    t_eval = time.perf_counter()
+    n_eval = len(split) if cfg.max_eval_tokens is None else min(cfg.max_eval_tokens, len(split))
+    tokens = split[0:n_eval]  # (n_eval,) uint16, in memory
+    if int(tokens.max()) >= model.config.vocab_size:
+        raise EvalError(f"{split!r} holds token id {int(tokens.max())} but the model's vocabulary has "
+                        f"{model.config.vocab_size} tokens: these shards were written for another tokenizer")
+    raw = tokenizer.decode_bytes(tokens.tolist())  # exactly the text the tokens stand for
+    split_info = (split.manifest or {}).get("splits", {}).get(cfg.split, {})
+    text_verified = None
+    if n_eval == len(split) and "text_sha1" in split_info:
+        text_verified = hashlib.sha1(raw).hexdigest() == split_info["text_sha1"]
+        if not text_verified:
+            raise EvalError(f"{cfg.data_dir}: the '{cfg.split}' tokens do not decode to the text manifest.json "
+                            f"records (sha1 differs); rebuild the shards with `python -m data.prepare` (`make data`)")
+    _, n_words = text_size(raw.decode("utf-8", errors="replace"))  # a cut prefix may end inside a character
+    starts = passage_starts(n_eval, cfg.gen_passages, P + G)  # checked before the long perplexity pass
+
+    t1 = time.perf_counter()
+    ppl = evaluate_perplexity(model, tokens, seq_len=seq_len, stride=stride, batch_size=cfg.batch_size,
+                              device=device, autocast_dtype=amp_dtype, n_bytes=len(raw), n_words=n_words,
+                              progress=cfg.progress)
+    t2 = time.perf_counter()
+    texts = continuation_task(model, tokens, starts, P, G, batch_size=cfg.gen_batch_size, autocast_dtype=amp_dtype,
+                              progress=cfg.progress)
+    scores = score_continuations(texts["hypotheses"], texts["references"])
+    t3 = time.perf_counter()
+
+    manifest = split.manifest or {}
+    results = {
+        "name": cfg.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config_to_dict(cfg),
+        "resolved": {"seq_len": seq_len, "stride": stride, "device": str(device),
+                     "autocast_dtype": str(amp_dtype or torch.float32).removeprefix("torch.")},
+        "model": {"source": cfg.model, "n_params": model.num_params(), "config": dataclasses.asdict(model.config),
+                  "run": run_record(cfg.model)},
+        "data": {"data_dir": cfg.data_dir, "label": Path(cfg.data_dir).resolve().name
+                 + (" (offline)" if manifest.get("offline") else ""), "split": cfg.split,
+                 "n_tokens_split": len(split), "n_tokens_evaluated": n_eval, "whole_split": n_eval == len(split),
+                 "offline": manifest.get("offline"), "source": manifest.get("source"),
+                 "text_sha1_matches_manifest": text_verified, "shards": [p.name for p in split.shards]},
+        "perplexity": ppl.as_dict(),
+        "generation": {"passages": cfg.gen_passages, "prompt_tokens": P, "new_tokens": G, "strategy": "greedy",
+                       "passage_spacing": starts[1] - starts[0] if len(starts) > 1 else None, **scores,
+                       "examples": [{"prompt": texts["prompts"][i], "hypothesis": texts["hypotheses"][i],
+                                     "reference": texts["references"][i]} for i in range(min(3, len(starts)))]},
+        "seconds": {"load": load_s, "perplexity": t2 - t1, "generation": t3 - t2, "eval": t3 - t_eval},
+        "versions": {**versions(), "tiktoken": tiktoken.__version__},
+        "device": {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"},
+    }
+    out_json = Path(cfg.out_json or Path("results") / f"{cfg.name.replace('/', '_')}.{cfg.split}.json")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out_json) as f:
+        f.write((json.dumps(results, indent=2) + "\n").encode())
+    results["table"] = update_table(cfg.table, table_row(results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(EvalConfig, argv)
+    print(json.dumps(config_to_dict(cfg)))
+    try:
+        results = evaluate(cfg)
+    except (EvalError, FileNotFoundError, ShardError) as e:  # FileNotFoundError: no such split (names `make data`)
+        sys.exit(f"error: {e}")
+    except torch.cuda.OutOfMemoryError:
+        sys.exit(f"error: out of GPU memory; lower --batch_size ({cfg.batch_size}) or --gen_batch_size "
+                 f"({cfg.gen_batch_size})")
+    ppl, gen = results["perplexity"], results["generation"]
+    print(f"{cfg.name}: ppl {ppl['ppl']:.2f}, word ppl {ppl['word_ppl']:.2f}, bits/byte {ppl['bits_per_byte']:.4f}, "
+          f"BLEU {gen['bleu']:.2f}, ROUGE-1/2/L {gen['rouge1']:.4f}/{gen['rouge2']:.4f}/{gen['rougeL']:.4f}")
+    print(f"\n{cfg.table}:\n{results['table']}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
