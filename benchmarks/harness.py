@@ -1,0 +1,118 @@
+"""How bench.py measures: wall time around a synchronised device, peak memory, and transformers' twin.
+
+`measure` sets each candidate up and warms it alone (measuring its peak memory there: the optimizer
+state, caches and activations it allocates), then times the candidates in alternation, so that load
+from other processes on a shared machine hits all of them alike, and reports the median.
+
+Peak memory = the candidate's weights + the most its setup and warm-up runs added above what was
+allocated before: on CUDA from torch.cuda.max_memory_allocated (tensors only); on CPU from the
+process's peak resident set size (VmHWM, reset through /proc/self/clear_refs, Linux >= 4.0; freed
+heap is first handed back with malloc_trim so that one candidate does not inherit another's pages).
+On other systems the CPU figure is left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import statistics
+import time
+
+import torch
+
+from gpt2.model import GPT
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field + ":"))
+        return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, StopIteration):
+        return None
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, out: dict):
+    """Sets out["added"]: the most memory the block held above what was held before it (bytes), or None."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield
+        out["added"] = torch.cuda.max_memory_allocated(device) - start
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc only; elsewhere the peak may start lower than it should
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        start = _proc_status_bytes("VmRSS")
+    except OSError:
+        start = None
+    yield
+    peak = _proc_status_bytes("VmHWM")
+    out["added"] = None if start is None or peak is None else max(0, peak - start)
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())  # the tied head counted once
+
+
+def measure(candidates: dict, device: torch.device, *, warmup: int, repeats: int) -> dict:
+    """candidates: name -> (make, model). make() sets up (optimizer, caches, compilation wrapper, ...) and
+    returns a function that does the measured work once. Returns name -> {"median_s", "runs_s",
+    "peak_mib"}, or {"error": "out of memory"} for a candidate that did not fit on the GPU."""
+    results, fns = {}, {}
+    for name, (make, model) in candidates.items():
+        mem: dict = {}
+        try:
+            with peak_memory(device, mem):
+                fn = make()
+                for _ in range(warmup):
+                    fn()
+                sync(device)
+        except torch.cuda.OutOfMemoryError:
+            fn = None
+            gc.collect()
+            torch.cuda.empty_cache()
+            results[name] = {"error": "out of memory"}
+            continue
+        fns[name] = fn
+        added = mem.get("added")
+        results[name] = {"runs_s": [], "peak_mib": None if added is None else (weight_bytes(model) + added) / 2**20}
+    for _ in range(repeats):
+        for name, fn in fns.items():  # alternate: background load hits every candidate alike
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            results[name]["runs_s"].append(time.perf_counter() - start)
+    for name in fns:
+        results[name]["median_s"] = statistics.median(results[name]["runs_s"])
+    return results
+
+
+def hf_twin(model: GPT):
+    """transformers' GPT2LMHeadModel with our shape, dropout and weights (Conv1D weights transposed back),
+    SDPA attention, on our device. Raises ImportError without transformers (a test-only dependency)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
+
+    from gpt2.weights import CONV1D
+
+    logging.set_verbosity_error()  # generate() warns about the flags it ignores
+    d = model.config.to_hf_dict()
+    d["bos_token_id"] = d["eos_token_id"] = min(50256, model.config.vocab_size - 1)  # a test's tiny vocabulary
+    hf = GPT2LMHeadModel(GPT2Config(**d, attn_implementation="sdpa"))
+    state = {k: v.t() if k.endswith(CONV1D) else v for k, v in model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if unexpected or not all(k.endswith(("attn.bias", "attn.masked_bias")) for k in missing):
+        raise RuntimeError(f"transformers' GPT-2 does not match ours: missing {missing}, unexpected {unexpected}")
+    return hf.to(model.lm_head.weight.device)
