@@ -246,12 +246,15 @@ def decode_layout(model: GPT):
     if model.lm_head.weight.device.type != "cpu":  # cuBLAS reads either layout equally well
         yield
         return
+    # Weights already relaid (an enclosing decode_layout, e.g. around a whole distillation run, so that
+    # the ~1 s relayout of gpt2 is paid once and not per generate() call) are left to it.
+    relaid = [w for w in weights if w.is_contiguous()]  # the tied head appears once
     try:
-        for w in weights:  # the tied head appears once
+        for w in relaid:
             w.data = w.data.t().contiguous().t()
         yield
     finally:
-        for w in weights:
+        for w in relaid:
             w.data = w.data.contiguous()
 
 
