@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pinned so that a CPU machine gets the CPU build it has on disk; a CUDA machine gets PyPI's CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-fast clean data data-offline
+.PHONY: install test test-fast clean data data-offline bench bench-gpu bench-gpu-hf bench-parts
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,8 +78,13 @@ SAMPLE_STRATEGY := --strategy sample --min_p 0.1
 
 .PHONY: finetune distill retrain eval report experiment-clean
 
+# NGPU=8: data-parallel over 8 GPUs through torchrun (lower --micro_batch_size in ARGS if memory runs out)
+NGPU ?= 1
+LAUNCH = $(if $(filter 1,$(NGPU)),$(PY),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NGPU))
+ARGS ?=
+
 finetune: install $(DATA)/manifest.json  ## fine-tune the base model (gpt2; OFFLINE=1: a scratch model) on $(DATA) -> $(RUNS)/finetune
-	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(FINETUNE_STEPS) --data_dir $(DATA) --out_dir $(RUNS)/finetune
+	$(LAUNCH) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(FINETUNE_STEPS) --data_dir $(DATA) --out_dir $(RUNS)/finetune $(ARGS)
 
 distill: install  ## the teacher's synthetic sets (hard, and sample as control) + real text at the same budget
 	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(HARD_STRATEGY) $(DISTILL_SIZE) --out_dir $(HARD)
@@ -107,6 +112,25 @@ report: install  ## results/experiment.md (+ plots with matplotlib) from what ev
 experiment-clean:  ## delete the experiment's runs, sets and results (not the prepared data)
 	rm -rf $(RUNS)/finetune $(RUNS)/retrain-hard $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
 		$(HARD) $(SAMPLE) $(SUBSET) results
+
+# ---- benchmarks ------------------------------------------------------------------------------
+BENCH_FLAGS ?=
+
+bench: install  ## quick CPU speed check vs transformers: gpt2 shape, T=64 -> bench.json (BENCH_FLAGS="--append_md BENCHMARKS.md")
+	$(PY) bench.py --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
+		--new_tokens 16 --uncached_new_tokens 4 --repeats 5 --warmup 1 --compare_hf $(BENCH_FLAGS)
+
+bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, CUDA-graph decode at batch 1
+	$(PY) bench.py --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)
+
+bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, generation at batch 1 and 32
+	$(PY) bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
+		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
+
+bench-parts: install  ## weight loading, data preparation and metrics against their references
+	$(PY) benchmarks/load_weights.py
+	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/metrics.py
 
 clean:  ## remove the virtual environment (not data, runs or results)
 	rm -rf $(VENV) .pytest_cache
