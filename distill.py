@@ -42,7 +42,8 @@ from tqdm import tqdm
 
 from data.loader import SplitTokens
 from data.sequences import read_manifest, repeated_fraction, text_stats, top_token_share, write_sequences
-from data.shards import ShardError, atomic_open
+from data.shards import ShardError
+from gpt2.atomic import atomic_open
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config

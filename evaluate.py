@@ -40,7 +40,8 @@ import torch
 from tqdm import tqdm
 
 from data.loader import SplitTokens
-from data.shards import ShardError, atomic_open
+from data.shards import ShardError
+from gpt2.atomic import atomic_open
 from gpt2 import tokenizer
 from gpt2.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions

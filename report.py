@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.shards import atomic_open
+from gpt2.atomic import atomic_open
 from gpt2.cli import config_to_dict, parse_config
 
 

@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from gpt2 import tokenizer
 from gpt2.cli import config_to_dict, parse_config
-from data.shards import ShardError, atomic_open, shard_name, write_shard
+from data.shards import ShardError, shard_name, write_shard
+from gpt2.atomic import atomic_open
 
 ZIP_URL = "https://wikitext.smerity.com/wikitext-2-raw-v1.zip"
 ZIP_BYTES = 4_721_645

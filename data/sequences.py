@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.shards import atomic_open, shard_name, write_shard
+from data.shards import shard_name, write_shard
+from gpt2.atomic import atomic_open
 from gpt2 import tokenizer
 
 LAYOUT = ("each sequence is preceded by <|endoftext|> (50256) as a document separator; the sequences are "

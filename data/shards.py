@@ -11,13 +11,13 @@ sentence naming the file, what is wrong with it and the command that rebuilds it
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
+
+from gpt2.atomic import atomic_open
 
 MAGIC = 20240520
 VERSION = 1
@@ -110,41 +110,3 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
     with atomic_open(path) as f:
         f.write(header.tobytes())
         f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open `path` for binary writing so that it appears complete or not at all.
-
-    Writes go to a hidden `.{name}.*.tmp` file in the same folder; on success it is fsynced and renamed
-    over `path` (os.replace, atomic on POSIX and Windows); on any exception it is deleted. A process
-    killed outright may leave the `.tmp` file behind; nothing reads those.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, 0o644)  # mkstemp makes the file private (0600); shards and manifests are not secrets
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

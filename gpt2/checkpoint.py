@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.shards import atomic_open
+from gpt2.atomic import atomic_open
 from gpt2.config import GPTConfig
 from gpt2.model import GPT
 

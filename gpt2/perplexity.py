@@ -116,19 +116,3 @@ def evaluate_perplexity(
         model.train(was_training)
     assert n_scored == batches.n_scored, f"scored {n_scored} targets, expected {batches.n_scored}"
     return PerplexityResult(float(total_nll), n_scored, seq_len, batches.stride, n_bytes, n_words)
-
-
-def mean_loss(
-    model: torch.nn.Module,
-    tokens,
-    *,
-    seq_len: int,
-    stride: int | None = None,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    autocast_dtype: torch.dtype | None = None,
-    progress: bool = False,
-) -> float:
-    """Mean NLL per target over the whole of `tokens` (nats): the validation loss of train.py."""
-    return evaluate_perplexity(model, tokens, seq_len=seq_len, stride=stride, batch_size=batch_size, device=device,
-                               autocast_dtype=autocast_dtype, progress=progress).loss

@@ -20,18 +20,18 @@ transpose) frees its pages instead of pinning the whole file. Smaller ones are s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import mmap
 import os
-import secrets
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Mapping
 
 import torch
+
+from gpt2.atomic import atomic_open
 
 # The safetensors dtype names this reader and writer handle: the ones torch has a dtype for.
 DTYPES: dict[str, torch.dtype] = {
@@ -111,38 +111,12 @@ def save_file(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # pad with spaces: the data section starts 8-byte aligned
 
-    with atomic_writer(path) as f:
+    with atomic_open(path) as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for name in order:
             _write_tensor(f, tensors[name])
 
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file that replaces `path` only once it is completely written and on disk.
-
-    Writes go to a temporary file in the same directory (so the final rename stays on one file
-    system), which is fsync'ed and then renamed over `path`; on any error it is removed instead.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open(path, "wb")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable, where directories can be fsync'ed
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _write_tensor(f: BinaryIO, t: torch.Tensor) -> None:

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from gpt2.config import PUBLISHED, GPTConfig
 from gpt2.model import GPT
-from gpt2.safetensors import atomic_writer, load_file, save_file
+from gpt2.atomic import atomic_open
+from gpt2.safetensors import load_file, save_file
 
 try:
     import fcntl  # to lock a download against a second process
@@ -103,7 +104,7 @@ def save_hf(model: GPT, directory: str | os.PathLike) -> Path:
     tensors = {name: t.t() if name.endswith(CONV1D) else t  # views; the writer copies one at a time
                for name, t in model.state_dict().items() if name != "lm_head.weight"}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    with atomic_writer(directory / "config.json") as f:
+    with atomic_open(directory / "config.json") as f:
         f.write(json.dumps(model.config.to_hf_dict(), indent=2).encode() + b"\n")
     return directory
 
