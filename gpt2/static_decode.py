@@ -69,7 +69,7 @@ def greedy(decoder: StaticDecoder, step, prompt: torch.Tensor, max_new_tokens: i
     """Greedy continuation of `prompt` (B, T0) by `max_new_tokens` >= 1 tokens: the prompt is
     prefilled by the model's own forward into the decoder's caches, then `step` (the decoder, or
     `compile_step(decoder)`) runs once per token. Returns (B, T0 + max_new_tokens)."""
-    model, (B, T0) = decoder.model, prompt.shape
+    model, T0 = decoder.model, prompt.size(1)
     S = decoder.positions.numel()
     if T0 + max_new_tokens > S:
         raise ValueError(f"prompt {T0} + {max_new_tokens} new tokens exceed the decoder's {S} cached positions")
