@@ -40,7 +40,7 @@ $(DATA)/manifest.json: | install
 # ---- experiment: fine-tune, distil, retrain, evaluate ------------------------------------------
 # GPU:      make data finetune distill retrain eval          (GPT-2 124M, the real Wikitext-2 splits)
 # Offline:  make OFFLINE=1 data-offline finetune distill retrain eval
-#           (a 2-layer scratch model on the offline shards, sized to finish in ~12 min on a 2-core CPU)
+#           (a 2-layer scratch model on the offline shards: ~5 min on an idle 2-core CPU)
 # Each step writes a new folder and refuses to overwrite a finished run: `make experiment-clean` to redo.
 OFFLINE ?=
 RUNS ?= runs
