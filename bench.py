@@ -46,6 +46,7 @@ from data.loader import SplitTokens, TrainBatches
 from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
+from gpt2.device import resolve_device_and_dtype
 from gpt2.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
 from gpt2.perplexity import evaluate_perplexity
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(BenchConfig, argv)
     distributed = "RANK" in os.environ
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if distributed else (0, 0, 1)
-    device, amp_dtype = train.resolve_device_and_dtype(train.TrainConfig(device=cfg.device, dtype=cfg.dtype), local_rank)
+    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype, local_rank)
     if distributed:
         import torch.distributed as dist
 

@@ -44,6 +44,7 @@ from data.loader import SplitTokens
 from data.sequences import read_manifest, repeated_fraction, text_stats, top_token_share, write_sequences
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
+from gpt2.device import resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config
@@ -51,7 +52,6 @@ from gpt2.sampler import HARD_DEFAULT_MIN_P, USES, SamplingConfig, decode_layout
 from gpt2.weights import DownloadError, WeightsError
 
 DEFAULT_FRACTION = 0.25  # of the train split's tokens, when neither --n_tokens nor --fraction is given
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -136,19 +136,10 @@ def preview_text(rows: list[dict], limit: int) -> str:
     return "\n".join(parts)
 
 
-def device_and_dtype(cfg: DistillConfig) -> tuple[torch.device, torch.dtype | None]:
-    """(device, autocast dtype or None for plain fp32)."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    if cfg.dtype != "auto":
-        return device, None if cfg.dtype == "fp32" else DTYPES[cfg.dtype]
-    if device.type != "cuda":
-        return device, None
-    return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     """Make the set as configured; returns the manifest (also written to out_dir)."""
-    device, amp_dtype = device_and_dtype(cfg)
+    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
+    amp_dtype = None if amp_dtype == torch.float32 else amp_dtype  # None: plain fp32, no autocast
     if Path(cfg.out_dir).resolve() == Path(cfg.data_dir).resolve():
         raise DistillError(f"--out_dir {cfg.out_dir} is the real data folder (--data_dir): choose another folder")
     train = SplitTokens(cfg.data_dir, "train")

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from data.loader import SplitTokens
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
+from gpt2.device import resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
@@ -52,7 +53,6 @@ from gpt2.sampler import SamplingConfig, decode_layout, generate
 from gpt2.weights import DownloadError, WeightsError
 
 MAX_SEQ_LEN = 1024  # default window: the model's context, but no more than GPT-2's 1024
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -114,16 +114,6 @@ def default_name(source: str) -> str:
             return path.resolve().parent.name
         return f"{path.resolve().parent.name}-{path.stem}"
     return str(source)  # a published name
-
-
-def resolve_device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype | None]:
-    """(device, autocast dtype or None for plain fp32)."""
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype == "auto":
-        if dev.type != "cuda":
-            return dev, None
-        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return dev, None if dtype == "fp32" else DTYPES[dtype]
 
 
 def run_record(source: str) -> dict | None:
@@ -273,6 +263,7 @@ def update_table(path: str | Path, row: list[str]) -> str:
 def evaluate(cfg: EvalConfig) -> dict:
     """Run both tasks as configured; write the JSON and the table row; return the results."""
     device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
+    amp_dtype = None if amp_dtype == torch.float32 else amp_dtype  # None: plain fp32, no autocast
     table_rows(cfg.table)  # a table we may not rewrite: say so now, not after the work
     split = SplitTokens(cfg.data_dir, cfg.split)  # fails first, and fast, when the data is missing
     t0 = time.perf_counter()

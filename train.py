@@ -42,6 +42,7 @@ from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_state, save_checkpoint, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
+from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import kd_loss, make_student
 from gpt2.model import GPT
 from gpt2.perplexity import evaluate_perplexity
@@ -124,21 +125,6 @@ class TrainingStopped(RuntimeError):
 
 # Settings that a resumed run must share with the checkpoint, or its data stream would differ.
 RESUME_MUST_MATCH = ("init", "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens", "seed")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def resolve_device_and_dtype(cfg: TrainConfig, local_rank: int) -> tuple[torch.device, torch.dtype]:
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank)
-    if cfg.dtype != "auto":
-        return device, DTYPES[cfg.dtype]
-    if device.type == "cuda":
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
@@ -216,7 +202,7 @@ def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:
     # ---- processes and devices: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE
     ddp = "RANK" in os.environ
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
-    device, amp_dtype = resolve_device_and_dtype(cfg, local_rank)
+    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype, local_rank)
     if ddp:
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -1,0 +1,24 @@
+"""The one rule for device and precision that every script uses."""
+
+import pytest
+import torch
+
+from gpt2.device import resolve_device_and_dtype
+
+
+def test_cpu_defaults_to_fp32_and_honours_an_explicit_dtype():
+    assert resolve_device_and_dtype("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    assert resolve_device_and_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    assert resolve_device_and_dtype("cpu", "fp16")[1] == torch.float16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of device=auto")
+def test_auto_falls_back_to_cpu_without_cuda():
+    assert resolve_device_and_dtype("auto", "auto", local_rank=3) == (torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bare_cuda_means_this_ranks_gpu_in_reduced_precision():
+    device, dtype = resolve_device_and_dtype("cuda", "auto", local_rank=0)
+    assert device == torch.device("cuda", 0) and dtype in (torch.bfloat16, torch.float16)
