@@ -21,7 +21,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import torch
 from data.loader import EvalBatches, SplitTokens, TrainBatches
 from data.prepare import PrepareConfig, run
 from gpt2.cli import config_to_dict, parse_config
+from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
 
 FULL_TRAIN_BYTES = 10_918_892  # wiki.train.raw of Wikitext-2 raw
 
@@ -60,16 +60,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()  # warm-up: caches, thread pool, BPE load
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def quiet(fn):

@@ -24,6 +24,18 @@ import torch
 from gpt2.model import GPT
 
 
+def median_time(fn, repeats: int) -> tuple[float, list[float]]:
+    """Median wall time of `fn()` over `repeats` runs after one untimed warm-up run (CPU work only:
+    nothing to synchronise), and the individual times."""
+    fn()  # warm-up: caches, thread pools, lazily loaded files
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

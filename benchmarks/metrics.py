@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import random
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from rouge_score import rouge_scorer
 
 from gpt2 import bleu, rouge
 from gpt2.cli import config_to_dict, parse_config
+from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
 
 
 @dataclass
@@ -69,16 +68,6 @@ def make_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
         hyps.append(text(hyp))
         refs.append(text(ref))
     return refs, hyps
-
-
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def main(argv=None) -> dict:
