@@ -48,7 +48,7 @@ from gpt2.device import resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config
-from gpt2.sampler import HARD_DEFAULT_MIN_P, USES, SamplingConfig, decode_layout, generate
+from gpt2.sampler import HARD_DEFAULT_MIN_P, USES, SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 
 DEFAULT_FRACTION = 0.25  # of the train split's tokens, when neither --n_tokens nor --fraction is given
@@ -166,7 +166,7 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     total, n_generated, n_eot_stops, cut, batch, barren = 0, 0, 0, False, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(total=target, unit="tok", unit_scale=True, desc=f"distill {cfg.strategy}", dynamic_ncols=True)
-    with bar, decode_layout(teacher):  # relay the weights for decoding once, not per batch
+    with bar:
         while total < target:
             rows = min(cfg.batch_size, math.ceil((target - total) / (1 + P + G)))  # no bigger than needed
             offsets = prompts_rng.integers(0, len(train) - P + 1, size=rows)

@@ -49,7 +49,7 @@ from gpt2.checkpoint import CheckpointError, load_model, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.perplexity import evaluate_perplexity, text_size
 from gpt2.rouge import corpus_rouge
-from gpt2.sampler import SamplingConfig, decode_layout, generate
+from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 
 MAX_SEQ_LEN = 1024  # default window: the model's context, but no more than GPT-2's 1024
@@ -169,17 +169,16 @@ def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_
     out: dict[str, list[str]] = {"prompts": [], "hypotheses": [], "references": []}
     greedy = SamplingConfig("greedy")
     batches = tqdm(range(0, len(starts), batch_size), desc=f"generate P={P} G={G}", unit="batch", disable=not progress)
-    with decode_layout(model):  # relay the weights for decoding once, not per batch
-        for first in batches:
-            batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None)
-            new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
-            assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
-            for row in range(len(batch)):
-                out["prompts"].append(tokenizer.decode(passages[first + row, :P].tolist()))
-                out["hypotheses"].append(tokenizer.decode(new[row].tolist()))
-                out["references"].append(tokenizer.decode(passages[first + row, P:].tolist()))
+    for first in batches:
+        batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None)
+        new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
+        assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
+        for row in range(len(batch)):
+            out["prompts"].append(tokenizer.decode(passages[first + row, :P].tolist()))
+            out["hypotheses"].append(tokenizer.decode(new[row].tolist()))
+            out["references"].append(tokenizer.decode(passages[first + row, P:].tolist()))
     return out
 
 

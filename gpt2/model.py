@@ -20,6 +20,25 @@ import torch.nn.functional as F
 from gpt2.config import GPTConfig
 
 
+class Linear(nn.Linear):
+    """nn.Linear: the same parameters, the same y = x W^T + b, with one speed-up for decoding on CPU.
+
+    A decode step multiplies a few rows (the batch) by each weight. With 7 to 15 rows, the CPU BLAS
+    (MKL) reads an (out, in) weight given as the transposed right operand several times over; the
+    same product taken the other way round, y^T = W x^T + b, streams the weight once. For `gpt2`
+    that makes a float32 decode step at batch 8 about 1.2x faster (BENCHMARKS.md). Other row counts,
+    other dtypes and CUDA (cuBLAS reads either way equally well) take the ordinary path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if x.device.type != "cpu" or x.dtype != torch.float32 or not 7 <= rows < 16:
+            return F.linear(x, self.weight, self.bias)
+        xt = x.reshape(rows, self.in_features).t()  # (in, rows)
+        yt = self.weight @ xt if self.bias is None else torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
+        return yt.t().reshape(*x.shape[:-1], self.out_features)  # (..., out), a transposed view
+
+
 class KVCache(nn.Module):
     """Keys and values of one layer, preallocated for `max_len` positions and written in place.
 
@@ -47,8 +66,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # fused query, key, value projection
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # output projection (a residual branch)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # fused query, key, value projection
+        self.c_proj = Linear(config.n_embd, config.n_embd)  # output projection (a residual branch)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
@@ -79,9 +98,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
         self.act = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new": the tanh approximation, not erf
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)  # a residual branch
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)  # a residual branch
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +134,7 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: the output head reads the embedding
         if self.lm_head.weight.device.type != "meta":  # a model built on "meta" is filled by a loader instead
             self.init_weights(seed)

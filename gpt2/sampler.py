@@ -27,13 +27,11 @@ seed, model and prompt give the same tokens, with or without the KV cache.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.model import GPT, KVCache
@@ -235,29 +233,6 @@ def decode_one_token(model: GPT, token: torch.Tensor, pos: int, kv_caches: list[
     return logits[:, -1].float()
 
 
-@contextlib.contextmanager
-def decode_layout(model: GPT):
-    """While decoding on CPU, hold every Linear weight transposed in memory: the same (out, in)
-    tensor and values, stored (in, out) row-major. A decoding step multiplies a few rows (B) by each
-    weight, and MKL does that ~1.5x faster from this layout (the one Hugging Face's Conv1D uses);
-    nothing else changes. The usual layout is restored on exit. Done outside inference mode, so the
-    parameters stay ordinary tensors that training can use afterwards."""
-    weights = list({id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear)}.values())
-    if model.lm_head.weight.device.type != "cpu":  # cuBLAS reads either layout equally well
-        yield
-        return
-    # Weights already relaid (an enclosing decode_layout, e.g. around a whole distillation run, so that
-    # the ~1 s relayout of gpt2 is paid once and not per generate() call) are left to it.
-    relaid = [w for w in weights if w.is_contiguous()]  # the tied head appears once
-    try:
-        for w in relaid:
-            w.data = w.data.t().contiguous().t()
-        yield
-    finally:
-        for w in relaid:
-            w.data = w.data.contiguous()
-
-
 @dataclass
 class GenerationResult:
     tokens: torch.Tensor  # (B, T0 + n) the prompt then the n generated positions
@@ -293,8 +268,7 @@ def generate(
     decides: "stop" ends generation (T0 + n never exceeds N; a prompt longer than N is an error);
     "slide" keeps the last N // 2 tokens, re-prefills them at positions 0 .. N//2 - 1 into the
     caches (as a fresh cache would hold them) and carries on. `use_cache=False` recomputes the whole
-    window every step: the reference path, giving the same tokens for the same seed. On CPU the
-    weights are relaid while it runs (`decode_layout`): do not use the model from another thread.
+    window every step: the reference path, giving the same tokens for the same seed.
     """
     cfg, N = model.config, model.config.n_positions
     if prompt.dim() != 2 or prompt.dtype != torch.long or prompt.size(1) == 0:
@@ -321,7 +295,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with decode_layout(model), torch.inference_mode():
+        with torch.inference_mode():
             tokens = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # written in place
             tokens[:, :T0] = prompt
             logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32, device=device)

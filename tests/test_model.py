@@ -127,3 +127,37 @@ def test_dropout_only_in_training_mode():
     torch.testing.assert_close(model(idx)[0], model(idx)[0])
     model.train()
     assert not torch.allclose(model(idx)[0], model(idx)[0])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_equals_nn_linear_for_every_row_count(bias):
+    """gpt2.model.Linear takes another route for 7-15 rows on CPU; values and gradients must not change."""
+    from gpt2.model import Linear
+
+    torch.manual_seed(0)
+    ours = Linear(48, 80, bias=bias)
+    with torch.no_grad():
+        if bias:
+            ours.bias.normal_()
+    for shape in [(1, 48), (6, 48), (7, 48), (8, 1, 48), (3, 5, 48), (15, 48), (16, 48), (4, 9, 48)]:
+        x = torch.randn(shape, requires_grad=True)
+        y = ours(x)
+        ref_x = x.detach().clone().requires_grad_()
+        ref = torch.nn.functional.linear(ref_x, ours.weight, ours.bias)
+        assert y.shape == ref.shape == (*shape[:-1], 80)
+        assert (y - ref).abs().max().item() <= 1e-5, shape
+        grads = torch.autograd.grad(y.square().sum(), [x, ours.weight])
+        ref_grads = torch.autograd.grad(ref.square().sum(), [ref_x, ours.weight])
+        for g, r in zip(grads, ref_grads):
+            assert (g - r).abs().max().item() <= 1e-4 * max(1.0, r.abs().max().item()), shape
+
+
+def test_decode_step_at_batch_8_matches_the_full_forward():
+    """Batch 8, one token against the caches: the 7-15-row route through every Linear and the head."""
+    model = GPT(TINY, seed=3).eval()
+    idx = torch.randint(0, TINY.vocab_size, (8, 12), generator=torch.Generator().manual_seed(1))
+    full, _ = model(idx)  # (8, 12, V): 96 rows, the ordinary route
+    caches = model.make_kv_caches(8, 12)
+    model(idx[:, :11], kv_caches=caches)
+    step, _ = model(idx[:, 11:], start_pos=11, kv_caches=caches)  # (8, 1, V)
+    assert (step[:, 0] - full[:, -1]).abs().max().item() <= 1e-5

@@ -273,7 +273,7 @@ def test_generate_leaves_the_model_as_it_found_it():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = generate(model, torch.zeros(2, 2, dtype=torch.long), 4, strategy=SamplingConfig("sample"))
     assert model.training and model.lm_head.weight is model.transformer.wte.weight
-    for k, v in model.state_dict().items():  # decode_layout restored values and layout
+    for k, v in model.state_dict().items():  # values and layout untouched
         assert torch.equal(v, before[k]) and v.is_contiguous(), k
     # the parameters and the generated tokens are ordinary tensors: training on them works
     _, loss = model(out.tokens[:, :-1], out.tokens[:, 1:])
