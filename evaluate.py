@@ -13,7 +13,8 @@ Two tasks, both deterministic (the same tokens every time):
    i * (n_tokens // N)); the first P tokens are the prompt, the model continues them greedily for
    G tokens (no stop token, so every continuation has G tokens), and the decoded continuations are
    scored against the decoded true next G tokens: corpus BLEU (sacrebleu's defaults, one reference)
-   and the mean ROUGE-1/2/L F-measure (rouge-score's defaults, no stemming).
+   and the mean ROUGE-1/2/L F-measure (rouge-score's defaults: no stemming; --rouge_stemmer stems
+   as its use_stemmer=True does).
 
 Output: a JSON file with every figure, the resolved config, the model, the data manifest, timings,
 versions and the device; and a row in a markdown table (one row per model + data + split: a rerun
@@ -77,6 +78,8 @@ class EvalConfig:
     gen_prompt_tokens: int = 128  # P: tokens of each passage given as the prompt
     gen_new_tokens: int = 64  # G: tokens generated greedily and scored against the passage's next G tokens
     gen_batch_size: int = 50  # passages generated together (each holds a KV cache of n_positions tokens)
+    rouge_stemmer: bool = False  # ROUGE on Porter stems of words over 3 characters ("cats" matches "cat"),
+                                 # as rouge-score's use_stemmer=True; off: rouge-score's default, no stemming
     # hardware and output
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has
@@ -182,10 +185,11 @@ def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_
     return out
 
 
-def score_continuations(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU (0-100, one reference per hypothesis) and mean ROUGE-1/2/L F-measures (0-1)."""
+def score_continuations(hypotheses: list[str], references: list[str], *, rouge_stemmer: bool = False) -> dict:
+    """Corpus BLEU (0-100, one reference per hypothesis) and mean ROUGE-1/2/L F-measures (0-1),
+    with rouge-score's use_stemmer when `rouge_stemmer`."""
     bleu = corpus_bleu(hypotheses, [references])
-    rouge = corpus_rouge(references, hypotheses)  # rouge-score's order: targets first
+    rouge = corpus_rouge(references, hypotheses, use_stemmer=rouge_stemmer)  # rouge-score's order: targets first
     return {"bleu": bleu.score, "rouge1": rouge["rouge1"].fmeasure, "rouge2": rouge["rouge2"].fmeasure,
             "rougeL": rouge["rougeL"].fmeasure,
             "bleu_detail": {"precisions": bleu.precisions, "bp": bleu.bp, "sys_len": bleu.sys_len,
@@ -218,10 +222,11 @@ def _duration(s: float | None) -> str:
 
 def table_row(results: dict) -> list[str]:
     ppl, gen, run = results["perplexity"], results["generation"], results["model"]["run"] or {}
+    stemmed = " (stemmed)" if results["config"].get("rouge_stemmer") else ""  # not comparable with unstemmed rows
     return [results["name"], results["data"]["label"], results["data"]["split"],
             f"{results['data']['n_tokens_evaluated']:,}", f"{ppl['ppl']:.2f}", f"{ppl['word_ppl']:.2f}",
-            f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", f"{gen['rouge1']:.4f}", f"{gen['rouge2']:.4f}",
-            f"{gen['rougeL']:.4f}", _count(run.get("train_tokens")), _duration(run.get("train_seconds")),
+            f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", *(f"{gen[k]:.4f}{stemmed}" for k in ("rouge1", "rouge2", "rougeL")),
+            _count(run.get("train_tokens")), _duration(run.get("train_seconds")),
             f"{results['seconds']['eval']:.0f}"]
 
 
@@ -309,7 +314,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     t2 = time.perf_counter()
     texts = continuation_task(model, tokens, starts, P, G, batch_size=cfg.gen_batch_size, autocast_dtype=amp_dtype,
                               progress=cfg.progress)
-    scores = score_continuations(texts["hypotheses"], texts["references"])
+    scores = score_continuations(texts["hypotheses"], texts["references"], rouge_stemmer=cfg.rouge_stemmer)
     t3 = time.perf_counter()
 
     manifest = split.manifest or {}

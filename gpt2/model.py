@@ -36,7 +36,9 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         xt = x.reshape(rows, self.in_features).t()  # (in, rows)
         yt = self.weight @ xt if self.bias is None else torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
-        return yt.t().reshape(*x.shape[:-1], self.out_features)  # (..., out), a transposed view
+        # Copied back to the usual row-major layout (rows x out floats, cheap): attention over a long
+        # KV cache is slower with the transposed view as its query.
+        return yt.t().contiguous().view(*x.shape[:-1], self.out_features)  # (..., out)
 
 
 class KVCache(nn.Module):

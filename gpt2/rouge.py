@@ -1,11 +1,15 @@
 """ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum, computed exactly as Google's rouge-score 0.1.2 does.
 
 `score(target, prediction)` equals `RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
-.score(target, prediction)` with its defaults (no stemming; see below). Note the argument order,
-rouge-score's own: the reference first. tests/test_rouge.py checks every figure on generated text.
+.score(target, prediction)` with its defaults, and `score(target, prediction, use_stemmer=True)`
+equals `RougeScorer([...], use_stemmer=True).score(...)`. Note the argument order, rouge-score's
+own: the reference first. tests/test_rouge.py checks every figure on generated text.
 
 - Tokens: the text lowercased, then every maximal run of the characters a-z and 0-9 (anything
-  else separates tokens, so "don't" is "don", "t" and accented or CJK letters vanish).
+  else separates tokens, so "don't" is "don", "t" and accented or CJK letters vanish). With
+  `use_stemmer=True`, every token longer than 3 characters is replaced by its Porter stem
+  (gpt2/porter.py, equal to nltk's `PorterStemmer()`, which rouge-score uses): "cats" and "cat"
+  then match, as do "running" and "run"; "was" and "has" stay as they are.
 - ROUGE-N: n-gram overlap. matched = sum over target n-grams of min(count in target, count in
   prediction); precision = matched / prediction n-grams, recall = matched / target n-grams.
 - ROUGE-L: the longest common subsequence (LCS) of the two token lists; precision = LCS /
@@ -14,9 +18,6 @@ rouge-score's own: the reference first. tests/test_rouge.py checks every figure 
   target line, the union of the positions on its LCS with every prediction line counts as hits,
   each token hit no more often than it occurs in both texts.
 - F = 2PR / (P + R), or 0 when P + R = 0.
-
-Stemming (`use_stemmer=True` in rouge-score, nltk's Porter stemmer with NLTK's extensions) is
-not implemented: matching it exactly would need a port of that stemmer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from gpt2.porter import stem
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -40,10 +43,22 @@ _ZERO = RougeScore(0.0, 0.0, 0.0)
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def tokenize(text: str) -> list[str]:
-    """rouge-score's default tokenizer: lowercase, then runs of [a-z0-9]."""
+def tokenize(text: str, *, use_stemmer: bool = False) -> list[str]:
+    """rouge-score's tokenizer: lowercase, then runs of [a-z0-9]; with `use_stemmer`, the tokens
+    longer than 3 characters Porter-stemmed."""
     # Equal to its "replace [^a-z0-9]+ by a space, split on whitespace, drop empty tokens".
-    return _TOKEN.findall(text.lower())
+    tokens = _TOKEN.findall(text.lower())
+    if use_stemmer:
+        # rouge-score then drops tokens that no longer match ^[a-z0-9]+$. None do: the stemmer only
+        # removes letters or appends a-z, and never empties a word longer than 2 characters.
+        tokens = [stem(t) if len(t) > 3 else t for t in tokens]
+    return tokens
+
+
+def _lines(text: str, use_stemmer: bool) -> list[list[str]]:
+    """The tokens of each line; rouge-score splits on "\\n" only. Lines without tokens add nothing
+    to ROUGE-Lsum, so they are dropped here."""
+    return [line for line in (tokenize(s, use_stemmer=use_stemmer) for s in text.split("\n")) if line]
 
 
 def _f(precision: float, recall: float) -> RougeScore:
@@ -131,12 +146,13 @@ def _rouge_lsum(target_lines: list[list[str]], prediction_lines: list[list[str]]
 # Public API
 
 
-def score(target: str, prediction: str) -> dict[str, RougeScore]:
-    """ROUGE-1, -2, -L and -Lsum of `prediction` against `target` (rouge-score's argument order)."""
+def score(target: str, prediction: str, *, use_stemmer: bool = False) -> dict[str, RougeScore]:
+    """ROUGE-1, -2, -L and -Lsum of `prediction` against `target` (rouge-score's argument order);
+    `use_stemmer`: Porter-stem tokens longer than 3 characters, as rouge-score's option does."""
     if not isinstance(target, str) or not isinstance(prediction, str):
         raise TypeError(f"rouge.score takes two strings (target, prediction), got "
                         f"{type(target).__name__} and {type(prediction).__name__}")
-    t, p = tokenize(target), tokenize(prediction)
+    t, p = tokenize(target, use_stemmer=use_stemmer), tokenize(prediction, use_stemmer=use_stemmer)
     result = {
         "rouge1": _rouge_n(Counter(t), Counter(p), len(t), len(p)),
         "rouge2": _rouge_n(Counter(zip(t, t[1:])), Counter(zip(p, p[1:])), len(t) - 1, len(p) - 1),
@@ -145,9 +161,7 @@ def score(target: str, prediction: str) -> dict[str, RougeScore]:
     if t and p:
         lcs = _lcs_length(t, p)
         result["rougeL"] = _f(lcs / len(p), lcs / len(t))
-    # rouge-score splits on "\n" only; lines without tokens add nothing, so they are dropped here.
-    target_lines = [line for line in map(tokenize, target.split("\n")) if line]
-    prediction_lines = [line for line in map(tokenize, prediction.split("\n")) if line]
+    target_lines, prediction_lines = _lines(target, use_stemmer), _lines(prediction, use_stemmer)
     if len(target_lines) == 1 and len(prediction_lines) == 1:
         result["rougeLsum"] = result["rougeL"]  # one line each: the union LCS is the LCS itself
     else:
@@ -155,8 +169,10 @@ def score(target: str, prediction: str) -> dict[str, RougeScore]:
     return result
 
 
-def corpus_rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, RougeScore]:
-    """Mean over examples of each per-example precision, recall and F (the usual corpus ROUGE)."""
+def corpus_rouge(targets: Sequence[str], predictions: Sequence[str], *,
+                 use_stemmer: bool = False) -> dict[str, RougeScore]:
+    """Mean over examples of each per-example precision, recall and F (the usual corpus ROUGE);
+    `use_stemmer` as in `score`."""
     if isinstance(targets, str) or isinstance(predictions, str):
         raise TypeError("corpus_rouge takes two lists of strings (targets, predictions), not strings")
     if len(targets) != len(predictions):
@@ -166,7 +182,7 @@ def corpus_rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str
         raise ValueError("corpus_rouge: no examples given; the mean of nothing is undefined")
     sums = {k: [0.0, 0.0, 0.0] for k in ROUGE_TYPES}
     for target, prediction in zip(targets, predictions):
-        for k, s in score(target, prediction).items():
+        for k, s in score(target, prediction, use_stemmer=use_stemmer).items():
             acc = sums[k]
             acc[0] += s.precision
             acc[1] += s.recall

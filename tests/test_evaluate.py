@@ -4,6 +4,7 @@ run, row replacement, and the errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -128,6 +129,14 @@ def test_scores_take_the_reference_as_the_target():
     assert score_continuations(["nothing alike here"], ["completely different words"])["rouge1"] == 0.0
 
 
+def test_rouge_stemmer_reaches_rouge():
+    hyp, ref = ["the cats were running home"], ["the cat runs home"]
+    plain, stemmed = score_continuations(hyp, ref), score_continuations(hyp, ref, rouge_stemmer=True)
+    # ROUGE-1 matches: "the", "home" (P 2/5, R 2/4); stemmed also cats ~ cat, running ~ runs (P 4/5, R 4/4).
+    assert plain["rouge1"] == pytest.approx(4 / 9, abs=1e-12) and stemmed["rouge1"] == pytest.approx(8 / 9, abs=1e-12)
+    assert stemmed["bleu"] == plain["bleu"]  # BLEU never stems
+
+
 def test_passage_starts_are_even_and_disjoint():
     starts = passage_starts(1000, 7, 100)
     assert starts == [i * 142 for i in range(7)]
@@ -226,6 +235,17 @@ def test_max_eval_tokens_is_a_prefix_and_recorded(world, tmp_path):
     assert res["config"]["max_eval_tokens"] == 300
     assert res["perplexity"]["n_bytes"] == len(tokenizer.decode_bytes(SplitTokens(world["data"], "test")[:300]))
     assert "| 300 |" in (tmp_path / "t.md").read_text()
+
+
+def test_rouge_stemmer_is_used_and_recorded(world, tmp_path):
+    res = run_cli(world, world["run"], *QUICK, "--rouge_stemmer", "--table", str(tmp_path / "t.md"),
+                  "--out_json", str(tmp_path / "s.json"))
+    assert res["config"]["rouge_stemmer"] is True
+    examples = res["generation"]["examples"]  # all of QUICK's 2 passages
+    hyps, refs = [e["hypothesis"] for e in examples], [e["reference"] for e in examples]
+    rouge = corpus_rouge(refs, hyps, use_stemmer=True)
+    assert res["generation"]["rouge_detail"] == {k: dataclasses.asdict(v) for k, v in rouge.items()}
+    assert f"{rouge['rouge1'].fmeasure:.4f} (stemmed)" in (tmp_path / "t.md").read_text()  # the table says so
 
 
 def test_manifest_is_checked_and_recorded(world, tmp_path):

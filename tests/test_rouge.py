@@ -1,6 +1,7 @@
 """gpt2.rouge against Google's rouge-score 0.1.2 (the reference implementation) on text this file
 generates: mixed case, punctuation, numbers, unicode, empty texts, repeated tokens (ties in the
-LCS), several lines for ROUGE-Lsum. All four ROUGE types, P/R/F each, must agree within 1e-9."""
+LCS), several lines for ROUGE-Lsum, and inflected words for use_stemmer=True. All four ROUGE types,
+P/R/F each, must agree within 1e-9."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ TOL = 1e-9
 WORDS = "the The THE cat sat on a mat dog ran far away it is was not don't U.S. e-mail x y z 42 1,000.5 3-4".split()
 SMALL = "a b c a b a".split()  # few distinct tokens: many equally long LCS paths
 OTHER = "alpha beta gamma delta".split()  # never in WORDS or SMALL: no overlap
+# Inflected forms that stemming conflates (runs/running/run, cats/cat, ...), and short words it leaves alone.
+INFLECTED = ("run runs running Running walk walked walking walks cat cats dog dogs the a was has "
+             "generalization generalizations general generally happy happiness happily relate related "
+             "relational relation connect connected connection CONNECTIONS sky skies dying die agree agreed "
+             "hopeful hopefulness hope hoping hopes 1990s").split()
 ODD = ["café", "naïve", "Straße", "东京", "😀", "\u212a", "İstanbul", "ǅ", "&amp;", "...", "--", "!", "(x)", "\t", "'"]
 
 
@@ -27,17 +33,16 @@ def text(rng: random.Random, vocab: list[str], n: int) -> str:
     return "".join(p + rng.choice(seps) for p in parts)
 
 
-def mutate(rng: random.Random, s: str) -> str:
-    words = s.split(" ")
-    out = [w for w in words if rng.random() > 0.15]
+def mutate(rng: random.Random, s: str, words: list[str] = WORDS) -> str:
+    out = [w for w in s.split(" ") if rng.random() > 0.15]
     for _ in range(rng.randint(0, 3)):
-        out.insert(rng.randint(0, len(out)), rng.choice(WORDS + ["\n"]))
+        out.insert(rng.randint(0, len(out)), rng.choice(words + ["\n"]))
     return " ".join(out)
 
 
-def pair(rng: random.Random) -> tuple[str, str]:
+def pair(rng: random.Random, words: list[str] = WORDS) -> tuple[str, str]:
     r = rng.random()
-    vocab = SMALL if r < 0.3 else WORDS
+    vocab = SMALL if r < 0.3 else words
     prediction = text(rng, vocab, rng.randint(0, 30))
     if r < 0.04:
         return "", prediction
@@ -47,7 +52,7 @@ def pair(rng: random.Random) -> tuple[str, str]:
         return text(rng, OTHER, rng.randint(1, 10)), prediction
     if r < 0.5:
         return text(rng, vocab, rng.randint(0, 30)), prediction
-    return mutate(rng, prediction), prediction
+    return mutate(rng, prediction, words), prediction
 
 
 def test_tokenizer_matches_rouge_score():
@@ -55,6 +60,14 @@ def test_tokenizer_matches_rouge_score():
     for _ in range(1000):
         s = text(rng, WORDS, rng.randint(0, 20))
         assert tokenize(s) == rs_tokenize.tokenize(s, None), repr(s)
+
+
+def test_stemming_tokenizer_matches_rouge_score():
+    stemmer = pytest.importorskip("nltk.stem.porter").PorterStemmer()  # what use_stemmer=True makes
+    rng = random.Random(6)
+    for _ in range(1000):
+        s = text(rng, INFLECTED + WORDS, rng.randint(0, 20))
+        assert tokenize(s, use_stemmer=True) == rs_tokenize.tokenize(s, stemmer), repr(s)
 
 
 def test_scores_match_rouge_score():
@@ -72,12 +85,30 @@ def test_scores_match_rouge_score():
     assert lsum_differs >= 100  # the multi-line summary-level LCS is really exercised
 
 
-def test_corpus_rouge_is_the_mean_of_per_example_scores():
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES))
+def test_stemmed_scores_match_rouge_score():
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    rng = random.Random(13)
+    stemming_matters = 0
+    for case in range(1000):
+        target, prediction = pair(rng, INFLECTED)
+        ref = scorer.score(target, prediction)
+        ours = score(target, prediction, use_stemmer=True)
+        for k in ROUGE_TYPES:
+            got = (ours[k].precision, ours[k].recall, ours[k].fmeasure)
+            assert all(abs(a - b) <= TOL for a, b in zip(got, ref[k])), (case, k, target, prediction, got, ref[k])
+        stemming_matters += ours != score(target, prediction)
+    assert stemming_matters >= 200  # stemming changes these scores: a stemmer that did nothing would fail
+
+
+@pytest.mark.parametrize("use_stemmer", [False, True])
+def test_corpus_rouge_is_the_mean_of_per_example_scores(use_stemmer):
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
     rng = random.Random(12)
-    pairs = [pair(rng) for _ in range(300)]
+    pairs = [pair(rng, INFLECTED if use_stemmer else WORDS) for _ in range(300)]
     targets, predictions = [t for t, _ in pairs], [p for _, p in pairs]
-    ours = corpus_rouge(targets, predictions)
+    ours = corpus_rouge(targets, predictions, use_stemmer=use_stemmer)
+    if use_stemmer:
+        assert ours != corpus_rouge(targets, predictions)  # the option reaches every example
     per_example = [scorer.score(t, p) for t, p in pairs]
     for k in ROUGE_TYPES:
         for i, field in enumerate(("precision", "recall", "fmeasure")):
