@@ -118,7 +118,7 @@ BENCH_FLAGS ?=
 
 bench: install  ## quick CPU speed check vs transformers: gpt2 shape, T=64 -> bench.json (BENCH_FLAGS="--append_md BENCHMARKS.md")
 	$(PY) bench.py --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
-		--new_tokens 16 --uncached_new_tokens 4 --repeats 5 --warmup 1 --compare_hf $(BENCH_FLAGS)
+		--new_tokens 16 --uncached_new_tokens 4 --repeats 15 --warmup 1 --compare_hf $(BENCH_FLAGS)
 
 bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, CUDA-graph decode at batch 1
 	$(PY) bench.py --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)
