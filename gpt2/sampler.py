@@ -27,11 +27,13 @@ seed, model and prompt give the same tokens, with or without the KV cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.model import GPT, KVCache
@@ -233,6 +235,31 @@ def decode_one_token(model: GPT, token: torch.Tensor, pos: int, kv_caches: list[
     return logits[:, -1].float()
 
 
+# On CPU, relaying the weights for a whole generation makes each decode step about 15% shorter (batch 8,
+# gpt2: 60 against 68-75 ms) but costs about 0.9 s per generate() call: worth it for long generations only.
+RELAYOUT_MIN_NEW_TOKENS = 256
+
+
+@contextlib.contextmanager
+def decode_layout(model: GPT):
+    """On CPU, hold every Linear weight transposed in memory while decoding: the same (out, in) tensor
+    and values, stored (in, out) row-major, the layout of Hugging Face's Conv1D, which MKL streams
+    fastest when it multiplies a few rows by it. The usual layout is restored on exit. Done outside
+    inference mode, so the parameters stay ordinary tensors that training can use afterwards."""
+    if model.lm_head.weight.device.type != "cpu":  # cuBLAS reads either layout equally well
+        yield
+        return
+    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Linear)}.values()
+    relaid = [w for w in weights if w.is_contiguous()]  # the tied head appears once; relaid ones are left alone
+    try:
+        for w in relaid:
+            w.data = w.data.t().contiguous().t()  # one weight at a time: the extra memory is one weight
+        yield
+    finally:
+        for w in relaid:
+            w.data = w.data.contiguous()
+
+
 @dataclass
 class GenerationResult:
     tokens: torch.Tensor  # (B, T0 + n) the prompt then the n generated positions
@@ -268,7 +295,9 @@ def generate(
     decides: "stop" ends generation (T0 + n never exceeds N; a prompt longer than N is an error);
     "slide" keeps the last N // 2 tokens, re-prefills them at positions 0 .. N//2 - 1 into the
     caches (as a fresh cache would hold them) and carries on. `use_cache=False` recomputes the whole
-    window every step: the reference path, giving the same tokens for the same seed.
+    window every step: the reference path, giving the same tokens for the same seed. On CPU, from
+    RELAYOUT_MIN_NEW_TOKENS new tokens on, the weights are relaid while it runs (`decode_layout`): do
+    not use the model from another thread meanwhile.
     """
     cfg, N = model.config, model.config.n_positions
     if prompt.dim() != 2 or prompt.dtype != torch.long or prompt.size(1) == 0:
@@ -295,7 +324,8 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        relay = decode_layout(model) if max_new_tokens >= RELAYOUT_MIN_NEW_TOKENS else contextlib.nullcontext()
+        with relay, torch.inference_mode():
             tokens = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # written in place
             tokens[:, :T0] = prompt
             logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32, device=device)

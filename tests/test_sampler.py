@@ -268,7 +268,27 @@ def test_slide_keeps_the_last_half_at_positions_from_zero(model, T0):
             assert (out.logprobs[:, L - T0] - expected).abs().max().item() <= 1e-5
 
 
-def test_generate_leaves_the_model_as_it_found_it():
+@pytest.mark.parametrize("batch", [1, 8])
+def test_relaid_weights_give_the_same_generation(model, monkeypatch, batch):
+    """A long generation on CPU relays the weights (decode_layout); tokens and logprobs must not change.
+    Batch 8 also crosses gpt2.model.Linear's few-row path, which a relaid weight must skip."""
+    import gpt2.sampler
+
+    prompt = torch.randint(0, TINY.vocab_size, (batch, 3), generator=torch.Generator().manual_seed(4))
+    kw = dict(strategy=SamplingConfig("sample", temperature=1.5), seed=9, on_context_full="slide")
+    monkeypatch.setattr(gpt2.sampler, "RELAYOUT_MIN_NEW_TOKENS", 10**9)
+    plain = generate(model, prompt, 40, **kw)
+    monkeypatch.setattr(gpt2.sampler, "RELAYOUT_MIN_NEW_TOKENS", 1)
+    relaid = generate(model, prompt, 40, **kw)
+    assert torch.equal(plain.tokens, relaid.tokens)
+    assert (plain.logprobs - relaid.logprobs).abs().max().item() <= 1e-5
+    assert all(p.is_contiguous() for p in model.parameters())  # the usual layout is back
+
+
+def test_generate_leaves_the_model_as_it_found_it(monkeypatch):
+    import gpt2.sampler
+
+    monkeypatch.setattr(gpt2.sampler, "RELAYOUT_MIN_NEW_TOKENS", 1)  # the relaid path too
     model = GPT(TINY, seed=5).train()  # its own model: this test trains it
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = generate(model, torch.zeros(2, 2, dtype=torch.long), 4, strategy=SamplingConfig("sample"))
