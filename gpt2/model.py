@@ -26,14 +26,15 @@ class Linear(nn.Linear):
     A decode step multiplies a few rows (the batch) by each weight. With 7 to 15 rows, the CPU BLAS
     (MKL) reads an (out, in) weight given as the transposed right operand several times over; the
     same product taken the other way round, y^T = W x^T + b, streams the weight once. For `gpt2`
-    that makes a float32 decode step at batch 8 about 1.2x faster (BENCHMARKS.md). Other row counts,
+    that makes a float32 decode step at batch 8 about 1.1-1.2x faster (BENCHMARKS.md). Other row counts,
     other dtypes and CUDA (cuBLAS reads either way equally well) take the ordinary path, and so does
     a weight relaid for a long generation (`gpt2.sampler.decode_layout`), which F.linear reads well.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not 7 <= rows < 16 or not self.weight.is_contiguous():
+        mkl_few_rows = x.device.type == "cpu" and x.dtype == torch.float32 and 7 <= rows < 16
+        if not (mkl_few_rows and self.weight.is_contiguous()):
             return F.linear(x, self.weight, self.bias)
         xt = x.reshape(rows, self.in_features).t()  # (in, rows)
         yt = self.weight @ xt if self.bias is None else torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
