@@ -18,12 +18,12 @@ Sections:
             fixed-shape decode step of gpt2/static_decode.py compiled (CUDA graphs on CUDA): the time
             to the first token (generating 1: prefill plus per-call setup), decode tokens/s from the
             time the other n-1 take, and end to end.
-  eval      gpt2.perplexity.evaluate_perplexity against a bare forward of the same batches.
+  eval      gpt2.metrics.perplexity.evaluate_perplexity against a bare forward of the same batches.
   data      data.loader.TrainBatches on synthetic shards (to the device, as train.py draws them).
   forward   model(idx) -> full (B, T, V) logits, no grad.
 Peak memory = the model's weights + the most the measured code added above what was allocated before
 (CUDA: torch.cuda.max_memory_allocated; CPU: peak resident set size, Linux only). MFU uses
-gpt2/flops.py's convention (6N + 12LCT FLOPs per token) and its table of dense bf16 peaks.
+benchmarks/flops.py's convention (6N + 12LCT FLOPs per token) and its table of dense bf16 peaks.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
 from gpt2.device import resolve_device_and_dtype
-from gpt2.flops import flops_per_token, mfu, peak_tflops
+from benchmarks.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
-from gpt2.perplexity import evaluate_perplexity
+from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.static_decode import StaticDecoder, compile_step, greedy
 
@@ -72,7 +72,7 @@ class BenchConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA (fp16 without bf16), fp32 on CPU
     threads: int | None = None  # torch.set_num_threads for CPU work; None keeps torch's default
-    peak_tflops: float | None = None  # the device's dense peak for MFU; None: gpt2/flops.py's table (CUDA only)
+    peak_tflops: float | None = None  # the device's dense peak for MFU; None: benchmarks/flops.py's table (CUDA only)
     # train, forward, eval
     batch_sizes: list[int] | None = None  # rows per step; None: 1 4 8 16 on CUDA, 1 2 on CPU
     seq_len: int | None = None  # tokens per row T; None: 1024 on CUDA, 128 on CPU
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
             say(hf_note)
     bench = Bench(cfg, device, amp_dtype, model, hf, world)
     report = {"config": config_to_dict(cfg), "machine": machine_info(device, amp_dtype, world), "notes": [],
-              "flops_convention": "MFU: 6N + 12LCT FLOPs per trained token, N = matrix-multiply weights (gpt2/flops.py)",
+              "flops_convention": "MFU: 6N + 12LCT FLOPs per trained token, N = matrix-multiply weights (benchmarks/flops.py)",
               "sections": {}}
     if hf_note:
         report["notes"].append(hf_note)

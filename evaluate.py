@@ -5,7 +5,7 @@
     python evaluate.py --model runs/finetune --device cpu --max_eval_tokens 4096 --gen_passages 8   # quick
 
 Two tasks, both deterministic (the same tokens every time):
-1. Perplexity of the whole split with sliding windows (`gpt2.perplexity`): every token scored once,
+1. Perplexity of the whole split with sliding windows (`gpt2.metrics.perplexity`): every token scored once,
    each with at least seq_len - stride tokens of context. The split's text is its tokens decoded
    (lossless: data.prepare guarantees shards decode to the raw text byte for byte), which gives
    bits per byte and word perplexity = exp(total NLL / whitespace-separated words of that text).
@@ -45,11 +45,11 @@ from data.shards import ShardError
 from gpt2.atomic import atomic_open
 from gpt2.device import resolve_device_and_dtype
 from gpt2 import tokenizer
-from gpt2.bleu import corpus_bleu
+from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
 from gpt2.cli import config_to_dict, parse_config
-from gpt2.perplexity import evaluate_perplexity, text_size
-from gpt2.rouge import corpus_rouge
+from gpt2.metrics.perplexity import evaluate_perplexity, text_size
+from gpt2.metrics.rouge import corpus_rouge
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 

@@ -45,7 +45,7 @@ from gpt2.config import GPTConfig
 from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import kd_loss, make_student
 from gpt2.model import GPT
-from gpt2.perplexity import evaluate_perplexity
+from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.weights import DownloadError
 
 

@@ -1,4 +1,4 @@
-"""Metric speed: gpt2.bleu against sacrebleu, gpt2.rouge against rouge-score, on generated text.
+"""Metric speed: gpt2.metrics.bleu against sacrebleu, gpt2.metrics.rouge against rouge-score, on generated text.
 
     python benchmarks/metrics.py [--pairs 10000] [--repeats 5]
 
@@ -7,8 +7,8 @@ punctuation, numbers and a few HTML entities; the reference is the hypothesis wi
 replaced and inserted (so that BLEU is far from zero), and a third of the texts span two or three
 lines (so that ROUGE-Lsum differs from ROUGE-L). Measured, each as the median of --repeats runs
 after one untimed warm-up:
-1. corpus BLEU of all pairs: `sacrebleu.corpus_bleu(hyps, [refs])` vs `gpt2.bleu.corpus_bleu`;
-2. ROUGE-1/2/L/Lsum of every pair: `RougeScorer([...]).score(ref, hyp)` vs `gpt2.rouge.score`;
+1. corpus BLEU of all pairs: `sacrebleu.corpus_bleu(hyps, [refs])` vs `gpt2.metrics.bleu.corpus_bleu`;
+2. ROUGE-1/2/L/Lsum of every pair: `RougeScorer([...]).score(ref, hyp)` vs `gpt2.metrics.rouge.score`;
 3. the same with stemming (`use_stemmer=True`); ours starts each run with an empty stem cache.
 All results are checked to agree (to 1e-9) before anything is timed. Prints a table, writes --out_json.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from gpt2 import bleu, porter, rouge
+from gpt2.metrics import bleu, porter, rouge
 from gpt2.cli import config_to_dict, parse_config
 from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
 

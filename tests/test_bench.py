@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import bench
 from benchmarks.harness import peak_memory
 from gpt2 import GPT, GPTConfig
-from gpt2.flops import flops_per_token, matmul_params, mfu, peak_tflops
+from benchmarks.flops import flops_per_token, matmul_params, mfu, peak_tflops
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.static_decode import StaticDecoder, compile_step, greedy
 

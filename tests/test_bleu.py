@@ -1,4 +1,4 @@
-"""gpt2.bleu against sacrebleu 2.x (the reference implementation) on text this file generates:
+"""gpt2.metrics.bleu against sacrebleu 2.x (the reference implementation) on text this file generates:
 words, punctuation, numbers with separators, HTML entities, unicode, empty strings, several
 references of different lengths. Every figure must agree within 1e-9."""
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from gpt2.bleu import corpus_bleu, sentence_bleu, tokenize_13a
+from gpt2.metrics.bleu import corpus_bleu, sentence_bleu, tokenize_13a
 
 sacrebleu = pytest.importorskip("sacrebleu")
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a  # noqa: E402

@@ -20,10 +20,10 @@ from data.loader import SplitTokens
 from data.shards import write_shard
 from evaluate import EvalConfig, EvalError, passage_starts, score_continuations
 from gpt2 import GPT, GPTConfig, tokenizer
-from gpt2.bleu import corpus_bleu
+from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import load_model
-from gpt2.perplexity import evaluate_perplexity
-from gpt2.rouge import corpus_rouge
+from gpt2.metrics.perplexity import evaluate_perplexity
+from gpt2.metrics.rouge import corpus_rouge
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import save_hf
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2.perplexity import evaluate_perplexity, text_size
+from gpt2.metrics.perplexity import evaluate_perplexity, text_size
 
 transformers = pytest.importorskip("transformers")
 

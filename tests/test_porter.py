@@ -1,4 +1,4 @@
-"""gpt2.porter against nltk's PorterStemmer() (mode NLTK_EXTENSIONS, the one rouge-score uses): every
+"""gpt2.metrics.porter against nltk's PorterStemmer() (mode NLTK_EXTENSIONS, the one rouge-score uses): every
 distinct word of Wikitext-2's validation text, a list of words chosen for the rules and nltk's
 exceptions, and thousands of drawn words built from consonant/vowel runs and the suffixes the rules
 name. Every stem must be equal."""
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from gpt2 import porter
-from gpt2.porter import stem
+from gpt2.metrics import porter
+from gpt2.metrics.porter import stem
 
 # The paper's examples, nltk's irregular words and extensions, y in every position, and ordinary words.
 TRICKY = """

@@ -1,4 +1,4 @@
-"""gpt2.rouge against Google's rouge-score 0.1.2 (the reference implementation) on text this file
+"""gpt2.metrics.rouge against Google's rouge-score 0.1.2 (the reference implementation) on text this file
 generates: mixed case, punctuation, numbers, unicode, empty texts, repeated tokens (ties in the
 LCS), several lines for ROUGE-Lsum, and inflected words for use_stemmer=True. All four ROUGE types,
 P/R/F each, must agree within 1e-9."""
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from gpt2.rouge import ROUGE_TYPES, corpus_rouge, score, tokenize
+from gpt2.metrics.rouge import ROUGE_TYPES, corpus_rouge, score, tokenize
 
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 from rouge_score import tokenize as rs_tokenize  # noqa: E402

@@ -8,7 +8,7 @@ own: the reference first. tests/test_rouge.py checks every figure on generated t
 - Tokens: the text lowercased, then every maximal run of the characters a-z and 0-9 (anything
   else separates tokens, so "don't" is "don", "t" and accented or CJK letters vanish). With
   `use_stemmer=True`, every token longer than 3 characters is replaced by its Porter stem
-  (gpt2/porter.py, equal to nltk's `PorterStemmer()`, which rouge-score uses): "cats" and "cat"
+  (gpt2/metrics/porter.py, equal to nltk's `PorterStemmer()`, which rouge-score uses): "cats" and "cat"
   then match, as do "running" and "run"; "was" and "has" stay as they are.
 - ROUGE-N: n-gram overlap. matched = sum over target n-grams of min(count in target, count in
   prediction); precision = matched / prediction n-grams, recall = matched / target n-grams.
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gpt2.porter import stem
+from gpt2.metrics.porter import stem
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
