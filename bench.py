@@ -3,7 +3,7 @@
     python bench.py                                   # every section, defaults for this device
     python bench.py --what train --batch_sizes 8 16   # one section, chosen batch sizes
     python bench.py --compare_hf                      # transformers' GPT2LMHeadModel side by side
-    torchrun --nproc_per_node 8 bench.py --what train # per-GPU and aggregate tokens/s under DDP
+    torchrun --nproc_per_node 8 bench.py --what train # aggregate and per-GPU tokens/s of the DDP step
     python bench.py --append_md BENCHMARKS.md         # also append a dated, machine-labelled section
 
 The weights are random (speed does not depend on them). Every figure is the median of --repeats
@@ -11,13 +11,15 @@ timed runs after --warmup untimed ones (torch.compile compiles there), the devic
 around each; with --compare_hf our runs and transformers' alternate, so background load hits both
 (transformers runs with use_cache=False outside generation: logits alone, as ours computes them).
 Sections:
-  train     one training step as train.py takes it (train.make_optimizer's AdamW, fused on CUDA;
-            autocast; loss read back; clip; step; zero_grad(set_to_none)), on random tokens already
-            on the device (the data section times loading): ms/step, tokens/s, MFU, peak memory.
-  generate  gpt2.sampler.generate, greedy, with and without the KV cache, and (--compile_decode) the
-            fixed-shape decode step of gpt2/static_decode.py compiled (CUDA graphs on CUDA): the time
-            to the first token (generating 1: prefill plus per-call setup), decode tokens/s from the
-            time the other n-1 take, and end to end.
+  train     train.py's own step (train.build_step + train.train_step: the data stream from shards of
+            random tokens, per-slot dropout seeds, autocast, scaler, the chunked loss, clipping, fused
+            AdamW, compile, DDP under torchrun), one micro-batch per process, the loss read back as the
+            loop reads it: the figure `make finetune` gets. ms/step, tokens/s, MFU, peak memory.
+  generate  gpt2.sampler.generate, greedy, with and without the KV cache, and (--compile_decode) with
+            compile=True (the fixed-shape decode step under torch.compile; CUDA graphs on CUDA): the
+            time to the first token (generating 1: prefill plus per-call setup), decode tokens/s from
+            the time the other n-1 take, and end to end. Generation runs on weights stored in the
+            precision (bf16 on CUDA), as distill.py and evaluate.py run it.
   eval      gpt2.metrics.perplexity.evaluate_perplexity against a bare forward of the same batches.
   data      data.loader.TrainBatches on synthetic shards (to the device, as train.py draws them).
   forward   model(idx) -> full (B, T, V) logits, no grad.
@@ -51,7 +53,6 @@ from benchmarks.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.sampler import SamplingConfig, generate
-from gpt2.static_decode import StaticDecoder, compile_step, greedy
 
 SECTIONS = ("train", "generate", "eval", "data", "forward")
 
@@ -82,7 +83,8 @@ class BenchConfig:
     prompt_len: int = 64  # prompt tokens per row (random ids)
     new_tokens: int | None = None  # tokens generated per row; None: 256 on CUDA, 32 on CPU
     uncached_new_tokens: int | None = None  # the same without the KV cache (it recomputes everything); None: new_tokens / 4
-    compile_decode: bool | None = None  # also time the compiled fixed-shape decode step at batch 1; None: on CUDA only
+    compile_decode: bool | None = None  # also time generate(compile=True): the decode step compiled (CUDA graphs on
+                                        # CUDA, inductor on CPU); None: on CUDA only
     # data
     data_batch_size: int = 8  # B of the TrainBatches measurement
     data_seq_len: int = 1024  # T of the TrainBatches measurement
@@ -168,35 +170,33 @@ def add_ratios(row: dict, columns: dict[str, str], mine: str = "ours ", theirs: 
 # Sections: each returns its table, a list of rows (dicts whose keys are the columns)
 
 
-def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: bool, ddp: bool = False):
-    """make() for `measure`: train.py's step on one micro-batch of random tokens."""
+def hf_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """transformers takes its loss from labels, shifted inside (T - 1 targets per row)."""
+    return model(input_ids=x, labels=x, use_cache=False).loss
+
+
+def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: bool, data_dir: str):
+    """make() for `measure`: train.py's own step (train.build_step + train.train_step: its data streams,
+    per-slot dropout seeds, autocast, scaler, clipping, fused AdamW, compile and DDP wrapping) on one
+    micro-batch per process, the loss read back as train.py's loop reads it every step."""
 
     def make():
         model.train()
-        net = torch.compile(model, dynamic=False) if compiled else model  # dynamic=False: one graph per shape
-        if ddp:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            net = DDP(net, device_ids=[b.device.index] if b.device.type == "cuda" else None)
-        optimizer = train.make_optimizer(model, train.TrainConfig(), b.device)  # train.py's AdamW (fused on CUDA)
-        scaler = torch.amp.GradScaler(b.device.type, enabled=b.amp_dtype == torch.float16)
-        x, y = b.tokens(B, b.cfg.seq_len), b.tokens(B, b.cfg.seq_len)  # (B, T) each
-
-        def step():
-            with b.autocast():
-                # transformers takes its loss from labels, shifted inside (T - 1 targets per row)
-                loss = net(input_ids=x, labels=x, use_cache=False).loss if hf else train.lm_loss(net, x, y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.item()  # train.py reads the loss back every step
-
-        return step
+        cfg = train.TrainConfig(data_dir=data_dir, seq_len=b.cfg.seq_len, micro_batch_size=B,
+                                total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed)
+        rank = torch.distributed.get_rank() if b.world > 1 else 0
+        parts = train.build_step(cfg, model, b.device, b.amp_dtype, rank, b.world, loss_fn=hf_lm_loss if hf else train.lm_loss)
+        steps = iter(range(1, 10**9))
+        return lambda: train.train_step(parts, next(steps), cfg.lr)[0].item()
 
     return make, model
+
+
+def random_shards(b: Bench, tmp: str) -> str:
+    """A train split of random tokens for the training step to read, as train.py reads its shards."""
+    tokens = np.random.default_rng(b.cfg.seed).integers(0, b.model.config.vocab_size, 2_000_000)
+    write_shard(os.path.join(tmp, shard_name("train", 0)), tokens)
+    return tmp
 
 
 def section_train(b: Bench) -> list[dict]:
@@ -206,36 +206,21 @@ def section_train(b: Bench) -> list[dict]:
     if peak is None and b.device.type == "cuda" and b.amp_dtype != torch.float32:  # the table holds bf16 peaks
         peak = peak_tflops(torch.cuda.get_device_name(b.device))
     models = {name: copy.deepcopy(m) for name, m in b.impls().items()}  # trained copies: the twins stay equal
-    for compiled in [False, True] if cfg.compile else [False]:
-        for B in cfg.batch_sizes:
-            res = b.measure({name: train_step(b, m, B, compiled, hf=name == "hf") for name, m in models.items()})
-            row = {"B": B, "T": T, "compile": compiled}
-            for name, r in res.items():
-                tok_s = B * T / r["median_s"] if "median_s" in r else None
-                row |= {f"{name} ms/step": r["median_s"] * 1e3 if tok_s else r["error"], f"{name} tok/s": tok_s,
-                        f"{name} MFU": mfu(tok_s, flops, peak) if tok_s else None, f"{name} peak MiB": r["peak_mib"] if tok_s else None}
-            add_ratios(row, {"ours/hf tok/s": "tok/s", "ours/hf mem": "peak MiB"})
-            row["_runs_ms"] = runs_ms(res)
-            if b.world > 1:
-                row |= ddp_scaling(b, models["ours"], B, compiled, row["ours tok/s"])
-            rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = random_shards(b, tmp)
+        for compiled in [False, True] if cfg.compile else [False]:
+            for B in cfg.batch_sizes:
+                res = b.measure({name: train_step(b, m, B, compiled, name == "hf", data_dir) for name, m in models.items()})
+                row = {"B": B, "T": T, "compile": compiled, **({"ranks": b.world} if b.world > 1 else {})}
+                for name, r in res.items():
+                    tok_s = B * T * b.world / r["median_s"] if "median_s" in r else None  # all processes together
+                    row |= {f"{name} ms/step": r["median_s"] * 1e3 if tok_s else r["error"], f"{name} tok/s": tok_s,
+                            **({f"{name} tok/s per process": tok_s / b.world if tok_s else None} if b.world > 1 else {}),
+                            f"{name} MFU": mfu(tok_s / b.world, flops, peak) if tok_s else None,
+                            f"{name} peak MiB": r["peak_mib"] if tok_s else None}
+                add_ratios(row, {"ours/hf tok/s": "tok/s", "ours/hf mem": "peak MiB"})
+                rows.append(row | {"_runs_ms": runs_ms(res)})
     return rows
-
-
-def ddp_scaling(b: Bench, model: GPT, B: int, compiled: bool, alone_tok_s: float | None) -> dict:
-    """Each rank times the DDP-wrapped step (gradients all-reduced every step) right after timing the
-    same step unwrapped, all ranks at once. Scaling efficiency = DDP total / sum of the unwrapped rates:
-    what gradient synchronisation (and waiting for the slowest rank) costs."""
-    import torch.distributed as dist
-
-    res = b.measure({"ddp": train_step(b, model, B, compiled, hf=False, ddp=True)})["ddp"]
-    mine = (alone_tok_s, B * b.cfg.seq_len / res["median_s"] if "median_s" in res else None)
-    everyone = [None] * b.world
-    dist.all_gather_object(everyone, mine)
-    if any(None in pair for pair in everyone):
-        return {"DDP tok/s per GPU": "out of memory on some rank"}
-    alone, synced = sum(a for a, _ in everyone), sum(s for _, s in everyone)
-    return {"ranks": b.world, "DDP tok/s per GPU": synced / b.world, "DDP tok/s total": synced, "scaling eff.": synced / alone}
 
 
 def forward(b: Bench, model, x: torch.Tensor, hf: bool = False):
@@ -274,11 +259,9 @@ def section_eval(b: Bench) -> list[dict]:
     work in evaluation (batching, the float32 cross-entropy, the sums) shows as a ratio below 1."""
     B, T, n_batches = max(b.cfg.batch_sizes), b.cfg.seq_len, 4
     tokens = np.random.default_rng(b.cfg.seed).integers(0, b.model.config.vocab_size, B * T * n_batches + 1)
-    amp = b.amp_dtype if b.amp_dtype != torch.float32 else None
-
     def make_eval():
         return lambda: evaluate_perplexity(b.model, tokens, seq_len=T, batch_size=B, device=b.device,
-                                           autocast_dtype=amp, progress=False)
+                                           autocast_dtype=b.amp_dtype, progress=False)
 
     res = b.measure({"eval": (make_eval, b.model), "forward": forward(b, b.model, b.tokens(B, T))})
     if "median_s" not in res["eval"] or "median_s" not in res["forward"]:
@@ -313,10 +296,8 @@ def generation_paths(b: Bench, ours: GPT, hf, prompt: torch.Tensor) -> dict:
         mask = torch.ones_like(prompt)
         paths["hf"] = (lambda k: hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=k,
                                              min_new_tokens=k, pad_token_id=0), hf)
-    if b.cfg.compile_decode and prompt.size(0) == 1:
-        decoder = StaticDecoder(ours, 1, prompt.size(1) + b.cfg.new_tokens)
-        step = compile_step(decoder)  # compiles (and records the CUDA graph) during the warm-up runs
-        paths["ours compiled"] = (lambda k: greedy(decoder, step, prompt, k), ours)
+    if b.cfg.compile_decode:  # compiles (and records the CUDA graph) during the warm-up runs
+        paths["ours compiled"] = (lambda k: generate(ours, prompt, k, strategy=greedy_cfg, compile=True).tokens, ours)
     return paths
 
 

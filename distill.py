@@ -1,16 +1,16 @@
 """Dataset distillation: turn a fine-tuned teacher into a synthetic training set of its own text.
 
-    python distill.py --teacher runs/finetune --out_dir shards/distilled-hard                    # hard (default)
-    python distill.py --teacher runs/finetune --strategy sample --min_p 0.1 --out_dir shards/distilled-sample
+    python distill.py --teacher runs/finetune --out_dir shards/distilled-a-1            # alpha -1 (the default)
+    python distill.py --teacher runs/finetune --alpha 1 --out_dir shards/distilled-a1   # ordinary sampling
 
 How a set is made:
 1. Prompts: `prompt_tokens`-token windows of the REAL train split (--data_dir) at random offsets,
    drawn from one generator seeded with --seed (so two strategies run with one seed share prompts).
 2. Continuations: the teacher continues each prompt by up to `gen_tokens` tokens, a batch at a time,
-   with the KV-cached sampler (gpt2/sampler.py) and the chosen strategy. The default is "hard":
-   inside the plausible set (tokens with p >= min_p * p_max, min_p 0.1) tokens are drawn with weight
-   p^-beta, so the set is full of tokens the teacher finds plausible but unlikely. The control is
-   "sample" with the same --min_p: the same plausible set drawn in proportion to p.
+   with the KV-cached sampler (gpt2/sampler.py). Inside the plausible set (tokens with
+   p >= min_p * p_max, min_p 0.1) tokens are drawn with weight p^alpha. The default alpha = -1 fills
+   the set with tokens the teacher finds plausible but unlikely; alpha = 1 is ordinary sampling from
+   the same set, 0 < alpha < 1 hotter sampling (temperature 1/alpha), alpha = 0 uniform over the set.
 3. Filter: a continuation that repeats itself (more than --max_repeat_4gram of its 4-grams seen
    earlier in it), is dominated by one token (more than --max_token_share of it), or ended at
    <|endoftext|> before --min_gen_tokens is dropped and counted by reason.
@@ -29,7 +29,6 @@ There is no val split in the output: train with `train.py --val_data_dir` on the
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -44,11 +43,11 @@ from data.loader import SplitTokens
 from data.sequences import read_manifest, repeated_fraction, text_stats, top_token_share, write_sequences
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
-from gpt2.device import resolve_device_and_dtype
+from gpt2.device import describe, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config
-from gpt2.sampler import HARD_DEFAULT_MIN_P, USES, SamplingConfig, generate
+from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 
 DEFAULT_FRACTION = 0.25  # of the train split's tokens, when neither --n_tokens nor --fraction is given
@@ -58,8 +57,9 @@ DEFAULT_FRACTION = 0.25  # of the train split's tokens, when neither --n_tokens 
 class DistillConfig(SamplingConfig):
     """Distil a teacher into a synthetic training set: its continuations of prompts from the real train split."""
 
-    strategy: Literal["greedy", "sample", "hard", "band", "mix"] = "hard"  # how the teacher picks each token
-                                                                           # (hard: p^-beta in the plausible set)
+    alpha: float = -1.0  # weight p^alpha inside the plausible set: -1 favours the less probable plausible tokens
+                         # (weight 1/p); 1 is ordinary sampling, (0, 1) hotter, 0 uniform (gpt2/sampler.py)
+    min_p: float | None = 0.1  # the plausible set: tokens with p >= min_p * p_max
     teacher: str = "runs/finetune"  # the model to distil: a train.py run or checkpoint, a published name, an HF folder
     data_dir: str = "shards/wikitext2"  # real data: prompts come from its train split
     out_dir: str = "shards/distilled-hard"  # folder for train_NNNNNN.bin, manifest.json and samples.txt
@@ -77,8 +77,9 @@ class DistillConfig(SamplingConfig):
     preview: int = 20  # sequences decoded into samples.txt
     shard_tokens: int = 100_000_000  # tokens per shard file
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 (else fp16) on CUDA,
-                                                              # fp32 on CPU
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # the teacher's weights for generation; auto: bf16
+                                                              # (else fp16) on CUDA, fp32 on CPU
+    compile: bool | None = None  # torch.compile the decode step (CUDA graphs on CUDA); None: on for CUDA
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the sampling fields
@@ -120,11 +121,11 @@ def drop_reason(generated: np.ndarray, ended_at_eot: bool, cfg: DistillConfig) -
 
 
 def describe_sampling(s: SamplingConfig) -> dict:
-    """The strategy's settings as the sampler applies them (the implicit hard plausible set made explicit)."""
-    out = {"strategy": s.strategy, **{k: v for k, v in dataclasses.asdict(s).items() if k in USES[s.strategy] and v is not None}}
-    if s.strategy in ("hard", "mix") and s.min_p is None and s.top_p is None:
-        out["min_p"] = HARD_DEFAULT_MIN_P  # what hard_logits uses when neither is given
-    return out
+    """The strategy's settings, in words a reader of the manifest can check."""
+    if s.strategy == "greedy":
+        return {"strategy": "greedy"}
+    return {"strategy": "sample", "alpha": s.alpha, "weights": f"p^{s.alpha} inside the plausible set",
+            **{k: getattr(s, k) for k in ("top_k", "top_p", "min_p") if getattr(s, k) is not None}}
 
 
 def preview_text(rows: list[dict], limit: int) -> str:
@@ -136,10 +137,61 @@ def preview_text(rows: list[dict], limit: int) -> str:
     return "\n".join(parts)
 
 
+class SetBuilder:
+    """The set as it grows: kept sequences up to the token budget, what the filter dropped, and counts."""
+
+    def __init__(self, cfg: DistillConfig, target: int):
+        self.cfg, self.target = cfg, target
+        self.kept: list[dict] = []  # {"offset", "prompt", "generated", "logprobs"}: one per sequence written
+        self.dropped = {"too_short": 0, "repeated_4grams": 0, "single_token": 0}
+        self.dropped_rows: list[dict] = []  # the first few, for samples.txt
+        self.total = self.n_generated = self.n_eot_stops = self.barren = 0
+        self.cut = False
+
+    def add(self, offsets: np.ndarray, prompts: np.ndarray, out) -> int:
+        """Filter one generated batch into the set; returns the tokens added."""
+        new, logprobs = out.new_tokens.cpu().numpy(), out.logprobs.cpu().numpy()  # (rows, n) each
+        lengths, finished = out.lengths.cpu().numpy(), out.finished.cpu().numpy()
+        self.n_generated += int(lengths.sum())
+        before, kept_before = self.total, len(self.kept)
+        for r in range(len(offsets)):
+            n = int(lengths[r]) - int(finished[r])  # the <|endoftext|> that ended a row is not kept
+            self.n_eot_stops += int(finished[r])
+            row = {"offset": int(offsets[r]), "prompt": prompts[r], "generated": new[r, :n], "logprobs": logprobs[r, :n]}
+            reason = drop_reason(row["generated"], bool(finished[r]), self.cfg)
+            if reason:
+                self.dropped[reason] += 1
+                if len(self.dropped_rows) < 3:
+                    self.dropped_rows.append({**row, "reason": reason})
+            elif self.total < self.target:
+                self.keep(row)
+        self.barren = 0 if len(self.kept) > kept_before else self.barren + 1
+        return self.total - before
+
+    def keep(self, row: dict) -> None:
+        room = self.target - self.total - 1  # tokens left after this sequence's separator
+        if len(row["prompt"]) + len(row["generated"]) > room:  # the last sequence is cut to fit the budget
+            self.cut = True
+            row["prompt"], row["generated"] = row["prompt"][:room], row["generated"][: max(0, room - len(row["prompt"]))]
+            row["logprobs"] = row["logprobs"][: len(row["generated"])]
+        self.kept.append(row)
+        self.total += 1 + len(row["prompt"]) + len(row["generated"])
+
+
+def load_teacher(cfg: DistillConfig, device: torch.device, dtype: torch.dtype):
+    try:  # stored in the generation precision: no per-step casts of the weights
+        teacher = load_model(cfg.teacher, device=device, dtype=dtype)
+    except (CheckpointError, WeightsError, DownloadError) as e:
+        raise DistillError(f"cannot load --teacher {cfg.teacher}: {e}") from e
+    if cfg.prompt_tokens + cfg.gen_tokens > teacher.config.n_positions:
+        raise DistillError(f"--prompt_tokens {cfg.prompt_tokens} + --gen_tokens {cfg.gen_tokens} exceed the teacher's "
+                           f"context of {teacher.config.n_positions} tokens; lower them")
+    return teacher
+
+
 def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     """Make the set as configured; returns the manifest (also written to out_dir)."""
-    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
-    amp_dtype = None if amp_dtype == torch.float32 else amp_dtype  # None: plain fp32, no autocast
+    device, dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
     if Path(cfg.out_dir).resolve() == Path(cfg.data_dir).resolve():
         raise DistillError(f"--out_dir {cfg.out_dir} is the real data folder (--data_dir): choose another folder")
     train = SplitTokens(cfg.data_dir, "train")
@@ -147,102 +199,74 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     if len(train) < P:
         raise DistillError(f"{train!r} is shorter than one prompt of --prompt_tokens {P}")
     target = cfg.n_tokens or max(2, round((cfg.fraction or DEFAULT_FRACTION) * len(train)))
-    try:
-        teacher = load_model(cfg.teacher, device=device)
-    except (CheckpointError, WeightsError, DownloadError) as e:
-        raise DistillError(f"cannot load --teacher {cfg.teacher}: {e}") from e
-    if P + G > teacher.config.n_positions:
-        raise DistillError(f"--prompt_tokens {P} + --gen_tokens {G} exceed the teacher's context of "
-                           f"{teacher.config.n_positions} tokens; lower them")
-    strategy = cfg.sampling()
-    stop = tokenizer.EOT_ID if cfg.stop_at_eot else None
+    teacher = load_teacher(cfg, device, dtype)
+    strategy, compile = cfg.sampling(), device.type == "cuda" if cfg.compile is None else cfg.compile
     print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(strategy)}; "
-          f"{target:,} tokens wanted; {device}, {'autocast ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'fp32'}")
-
-    prompts_rng = np.random.default_rng(cfg.seed)
-    kept: list[dict] = []  # {"offset", "prompt", "generated", "logprobs"}: one per sequence written
-    dropped: dict[str, int] = {"too_short": 0, "repeated_4grams": 0, "single_token": 0}
-    dropped_rows: list[dict] = []  # the first few, for samples.txt
-    total, n_generated, n_eot_stops, cut, batch, barren = 0, 0, 0, False, 0, 0
+          f"{target:,} tokens wanted; {describe(device, dtype)}{', compiled decoding' if compile else ''}")
+    prompts_rng, built, batch = np.random.default_rng(cfg.seed), SetBuilder(cfg, target), 0
     t0 = time.perf_counter()
-    bar = tqdm(total=target, unit="tok", unit_scale=True, desc=f"distill {cfg.strategy}", dynamic_ncols=True)
-    with bar:
-        while total < target:
-            rows = min(cfg.batch_size, math.ceil((target - total) / (1 + P + G)))  # no bigger than needed
-            offsets = prompts_rng.integers(0, len(train) - P + 1, size=rows)
+    with tqdm(total=target, unit="tok", unit_scale=True, desc="distill", dynamic_ncols=True) as bar:
+        while built.total < target:
+            # Full batches always: one shape for the compiled decode step; extra rows are generated, not kept.
+            offsets = prompts_rng.integers(0, len(train) - P + 1, size=cfg.batch_size)
             prompts = np.stack([train[int(o) : int(o) + P] for o in offsets]).astype(np.int64)  # (rows, P)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = generate(teacher, torch.from_numpy(prompts).to(device), G, strategy=strategy,
-                               seed=batch_seed(cfg.seed, batch), stop_token=stop)
-            new, logprobs = out.new_tokens.cpu().numpy(), out.logprobs.cpu().numpy()  # (rows, n) each
-            lengths, finished = out.lengths.cpu().numpy(), out.finished.cpu().numpy()
-            n_generated += int(lengths.sum())
-            kept_before = len(kept)
-            for r in range(rows):
-                n = int(lengths[r]) - int(finished[r])  # the <|endoftext|> that ended a row is not kept
-                n_eot_stops += int(finished[r])
-                row = {"offset": int(offsets[r]), "prompt": prompts[r], "generated": new[r, :n],
-                       "logprobs": logprobs[r, :n]}
-                reason = drop_reason(row["generated"], bool(finished[r]), cfg)
-                if reason:
-                    dropped[reason] += 1
-                    if len(dropped_rows) < 3:
-                        dropped_rows.append({**row, "reason": reason})
-                    continue
-                if total >= target:
-                    break
-                room = target - total - 1  # tokens left after this sequence's separator
-                if P + n > room:
-                    cut = True
-                    row["prompt"], row["generated"] = row["prompt"][:room], row["generated"][: max(0, room - P)]
-                    row["logprobs"] = row["logprobs"][: len(row["generated"])]
-                kept.append(row)
-                total += 1 + len(row["prompt"]) + len(row["generated"])
-                bar.update(1 + len(row["prompt"]) + len(row["generated"]))
+            out = generate(teacher, torch.from_numpy(prompts).to(device), G, strategy=strategy, compile=compile,
+                           seed=batch_seed(cfg.seed, batch), stop_token=tokenizer.EOT_ID if cfg.stop_at_eot else None)
+            bar.update(built.add(offsets, prompts, out))
             batch += 1
-            barren = 0 if len(kept) > kept_before else barren + 1
-            if barren >= cfg.patience:
+            if built.barren >= cfg.patience:
                 raise DistillError(
-                    f"the quality filter dropped every sequence of {barren} batches in a row ({dropped}): the teacher "
-                    f"{cfg.teacher} degenerates under {describe_sampling(strategy)}. Look at the dropped text, try "
-                    "another strategy, or relax --max_repeat_4gram / --max_token_share / --min_gen_tokens")
-            bar.set_postfix(kept=len(kept), dropped=sum(dropped.values()),
-                            gen_tok_s=f"{n_generated / (time.perf_counter() - t0):,.0f}")
-    seconds = time.perf_counter() - t0
+                    f"the quality filter dropped every sequence of {built.barren} batches in a row ({built.dropped}): "
+                    f"the teacher {cfg.teacher} degenerates under {describe_sampling(strategy)}. Look at the dropped "
+                    "text, try another --alpha, or relax --max_repeat_4gram / --max_token_share / --min_gen_tokens")
+            bar.set_postfix(kept=len(built.kept), dropped=sum(built.dropped.values()),
+                            gen_tok_s=f"{built.n_generated / (time.perf_counter() - t0):,.0f}")
+    timing = {"seconds": time.perf_counter() - t0, "device": describe(device, dtype), "batches": batch,
+              "compiled_decoding": compile}
+    return write_set(cfg, built, manifest_record(cfg, teacher, strategy, train, built, timing), argv)
 
-    for row in kept + dropped_rows:
-        row["surprisal"] = -float(row["logprobs"].mean()) if len(row["logprobs"]) else float("nan")
+
+def manifest_record(cfg: DistillConfig, teacher, strategy: SamplingConfig, train, built: SetBuilder, timing: dict) -> dict:
+    kept = built.kept
     generated = [r["generated"] for r in kept]
     n_gen_kept = sum(len(g) for g in generated)
     source = read_manifest(cfg.data_dir) if (Path(cfg.data_dir) / "manifest.json").is_file() else {}
-    record = {
+    return {
         "kind": "distilled",
         "teacher": {"source": cfg.teacher, "n_params": teacher.num_params(), "config": dataclasses.asdict(teacher.config)},
         "sampling": describe_sampling(strategy),
         "seed": cfg.seed,
-        "prompts": {"data_dir": cfg.data_dir, "split": "train", "split_tokens": len(train), "prompt_tokens": P,
+        "prompts": {"data_dir": cfg.data_dir, "split": "train", "split_tokens": len(train), "prompt_tokens": cfg.prompt_tokens,
                     "offsets": "uniform over the split, numpy default_rng(seed), with replacement"},
         "val_data_dir": cfg.data_dir,  # where the real val / test splits of this experiment live
         "offline": source.get("offline"),
-        "counts": {"requested_tokens": target, "tokens": total, "sequences": len(kept), "separator_tokens": len(kept),
-                   "prompt_tokens": sum(len(r["prompt"]) for r in kept), "generated_tokens": n_gen_kept,
-                   "last_sequence_cut": cut, "sequences_generated": len(kept) + sum(dropped.values()),
-                   "tokens_generated": n_generated, "ended_at_eot": n_eot_stops},
+        "counts": {"requested_tokens": built.target, "tokens": built.total, "sequences": len(kept),
+                   "separator_tokens": len(kept), "prompt_tokens": sum(len(r["prompt"]) for r in kept),
+                   "generated_tokens": n_gen_kept, "last_sequence_cut": built.cut,
+                   "sequences_generated": len(kept) + sum(built.dropped.values()),
+                   "tokens_generated": built.n_generated, "ended_at_eot": built.n_eot_stops},
         "quality": {"mean_surprisal_nats": -float(np.concatenate([r["logprobs"] for r in kept]).mean()) if n_gen_kept else None,
                     **text_stats(generated),
                     "measured_on": "the generated tokens of the kept sequences; surprisal = -log p under the teacher "
-                                   "(temperature 1, unfiltered); distinct-n and repetition as in data/sequences.py"},
+                                   "(temperature 1, unfiltered): the teacher's mean NLL of its own set; distinct-n and "
+                                   "repetition as in data/sequences.py"},
         "filter": {"max_repeat_4gram": cfg.max_repeat_4gram, "max_token_share": cfg.max_token_share,
-                   "min_gen_tokens": cfg.min_gen_tokens, "dropped": dropped, "dropped_total": sum(dropped.values())},
-        "timing": {"seconds": seconds, "generated_tokens_per_s": n_generated / seconds, "device": str(device),
-                   "batches": batch},
+                   "min_gen_tokens": cfg.min_gen_tokens, "dropped": built.dropped,
+                   "dropped_total": sum(built.dropped.values())},
+        "timing": {**timing, "generated_tokens_per_s": built.n_generated / timing["seconds"]},
         "config": config_to_dict(cfg),
     }
-    manifest = write_sequences(cfg.out_dir, [np.concatenate([r["prompt"], r["generated"]]) for r in kept], record,
+
+
+def write_set(cfg: DistillConfig, built: SetBuilder, record: dict, argv: list[str] | None) -> dict:
+    """Shards and manifest.json (data/sequences.py), then samples.txt."""
+    for row in built.kept + built.dropped_rows:
+        row["surprisal"] = -float(row["logprobs"].mean()) if len(row["logprobs"]) else float("nan")
+    manifest = write_sequences(cfg.out_dir, [np.concatenate([r["prompt"], r["generated"]]) for r in built.kept], record,
                                shard_tokens=cfg.shard_tokens, argv=argv, prog=["python", "distill.py"])
-    text = preview_text(kept, cfg.preview)
-    if dropped_rows:
-        text += "\n\n##### dropped by the quality filter (first 3) #####\n\n" + preview_text(dropped_rows, 3)
+    text = preview_text(built.kept, cfg.preview)
+    if built.dropped_rows:
+        text += "\n\n##### dropped by the quality filter (first 3) #####\n\n" + preview_text(built.dropped_rows, 3)
     with atomic_open(Path(cfg.out_dir) / "samples.txt") as f:
         f.write(text.encode())
     return manifest

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -43,13 +42,16 @@ from tqdm import tqdm
 from data.loader import SplitTokens
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
-from gpt2.device import resolve_device_and_dtype
+from gpt2.device import describe, device_name, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.metrics.perplexity import evaluate_perplexity, text_size
+from gpt2.metrics.ngram import type_counts
 from gpt2.metrics.rouge import corpus_rouge
+from gpt2.metrics.tail import bucket_perplexity, bucket_summary, frequency_buckets
+from gpt2.records import count, duration, run_record
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 
@@ -82,8 +84,10 @@ class EvalConfig:
                                  # as rouge-score's use_stemmer=True; off: rouge-score's default, no stemming
     # hardware and output
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has
-                                                              # it (else fp16), fp32 on CPU
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # precision: autocast for perplexity, the weights' dtype
+                                                              # for generation; auto: bf16 on CUDA that has it
+                                                              # (else fp16), fp32 on CPU
+    compile: bool | None = None  # torch.compile the decode step (CUDA graphs on CUDA); None: on for CUDA
     out_json: str | None = None  # results file; None: results/<name>.<split>.json
     table: str = "results/results.md"  # markdown table to add this model's row to (created if absent)
     progress: bool = True  # progress bars on stderr
@@ -119,34 +123,6 @@ def default_name(source: str) -> str:
     return str(source)  # a published name
 
 
-def run_record(source: str) -> dict | None:
-    """What train.py recorded about the run that produced `source` (a run directory, or a checkpoint
-    inside one): its starting weights and data, and from log.jsonl the last step, the tokens trained
-    on (tokens_seen) and the training wall time (elapsed_s, evaluations included). None otherwise."""
-    path = Path(source)
-    run_dir = path if path.is_dir() else path.parent if path.suffix == ".pt" else None
-    if run_dir is None or not ((run_dir / "run.json").is_file() or (run_dir / "log.jsonl").is_file()):
-        return None
-    record: dict = {"run_dir": str(run_dir), "steps": None, "train_tokens": None, "train_seconds": None}
-    if (run_dir / "run.json").is_file():
-        try:
-            run = json.loads((run_dir / "run.json").read_text())
-            record.update(init=run["config"].get("init"), data_dir=run["config"].get("data_dir"),
-                          device_name=run.get("derived", {}).get("device_name"), n_params=run.get("n_params"))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            print(f"warning: {run_dir / 'run.json'} is not readable as train.py's run record ({e})", file=sys.stderr)
-    if (run_dir / "log.jsonl").is_file():
-        for line in (run_dir / "log.jsonl").read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a killed run
-                continue
-            if isinstance(entry, dict) and entry.get("kind") == "train":
-                record.update(steps=entry.get("step"), train_tokens=entry.get("tokens_seen"),
-                              train_seconds=entry.get("elapsed_s"))
-    return record
-
-
 # ------------------------------------------------------------------------------- continuation task
 
 def passage_starts(n_tokens: int, n_passages: int, span: int) -> list[int]:
@@ -160,7 +136,7 @@ def passage_starts(n_tokens: int, n_passages: int, span: int) -> list[int]:
 
 
 def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_tokens: int, *, batch_size: int,
-                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> dict[str, list[str]]:
+                      compile: bool = False, progress: bool = True) -> dict[str, list[str]]:
     """Greedy continuations of the passages at `starts`: {"prompts", "hypotheses", "references"}, decoded text.
 
     Passage i is tokens[s : s + P + G]; the model sees its first P tokens and generates G more
@@ -174,8 +150,7 @@ def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_
     batches = tqdm(range(0, len(starts), batch_size), desc=f"generate P={P} G={G}", unit="batch", disable=not progress)
     for first in batches:
         batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None)
+        result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None, compile=compile)
         new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
         assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
         for row in range(len(batch)):
@@ -205,28 +180,13 @@ HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" if c in ("model",
                                                          for c in COLUMNS) + "|\n"
 
 
-def _count(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "—"
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
-
-
 def table_row(results: dict) -> list[str]:
     ppl, gen, run = results["perplexity"], results["generation"], results["model"]["run"] or {}
     stemmed = " (stemmed)" if results["config"].get("rouge_stemmer") else ""  # not comparable with unstemmed rows
     return [results["name"], results["data"]["label"], results["data"]["split"],
             f"{results['data']['n_tokens_evaluated']:,}", f"{ppl['ppl']:.2f}", f"{ppl['word_ppl']:.2f}",
             f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", *(f"{gen[k]:.4f}{stemmed}" for k in ("rouge1", "rouge2", "rougeL")),
-            _count(run.get("train_tokens")), _duration(run.get("train_seconds")),
+            count(run.get("train_tokens")), duration(run.get("train_seconds")),
             f"{results['seconds']['eval']:.0f}"]
 
 
@@ -264,18 +224,12 @@ def update_table(path: str | Path, row: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------ evaluation
 
-def evaluate(cfg: EvalConfig) -> dict:
-    """Run both tasks as configured; write the JSON and the table row; return the results."""
-    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
-    amp_dtype = None if amp_dtype == torch.float32 else amp_dtype  # None: plain fp32, no autocast
-    table_rows(cfg.table)  # a table we may not rewrite: say so now, not after the work
-    split = SplitTokens(cfg.data_dir, cfg.split)  # fails first, and fast, when the data is missing
-    t0 = time.perf_counter()
+def load_for_eval(cfg: EvalConfig, device: torch.device) -> tuple:
+    """The model, and the window, stride, prompt and generation lengths checked against its context."""
     try:
         model = load_model(cfg.model, device=device)
     except (CheckpointError, WeightsError, DownloadError) as e:
         raise EvalError(f"cannot load --model {cfg.model}: {e}") from e
-    load_s = time.perf_counter() - t0
     n_positions = model.config.n_positions
     seq_len = cfg.seq_len or min(n_positions, MAX_SEQ_LEN)
     stride = cfg.stride or max(1, seq_len // 2)
@@ -283,63 +237,90 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise EvalError(f"--seq_len {seq_len} exceeds the model's context of {n_positions} tokens; use {n_positions} or less")
     if stride > seq_len:
         raise EvalError(f"--stride {stride} exceeds the window of {seq_len} tokens: it would skip tokens; use <= {seq_len}")
-    P, G = cfg.gen_prompt_tokens, cfg.gen_new_tokens
-    if P + G > n_positions:
-        raise EvalError(f"--gen_prompt_tokens {P} + --gen_new_tokens {G} exceed the model's context of {n_positions} "
-                        "tokens; lower them")
+    if cfg.gen_prompt_tokens + cfg.gen_new_tokens > n_positions:
+        raise EvalError(f"--gen_prompt_tokens {cfg.gen_prompt_tokens} + --gen_new_tokens {cfg.gen_new_tokens} exceed "
+                        f"the model's context of {n_positions} tokens; lower them")
+    return model, seq_len, stride
 
-    print(f"{cfg.name}: {model.num_params():,} parameters, context {n_positions}; windows of {seq_len} tokens every "
-          f"{stride}; {device}, {'autocast ' + str(amp_dtype).removeprefix('torch.') if amp_dtype else 'fp32'}")
-    t_eval = time.perf_counter()
+
+def eval_tokens(cfg: EvalConfig, split: SplitTokens, vocab_size: int) -> tuple[np.ndarray, bytes, bool | None]:
+    """The evaluated tokens (the split, or its first --max_eval_tokens), the raw text they stand for, and
+    whether that text matches the manifest's checksum (None when not checkable)."""
     n_eval = len(split) if cfg.max_eval_tokens is None else min(cfg.max_eval_tokens, len(split))
     tokens = split[0:n_eval]  # (n_eval,) uint16, in memory
-    if int(tokens.max()) >= model.config.vocab_size:
+    if int(tokens.max()) >= vocab_size:
         raise EvalError(f"{split!r} holds token id {int(tokens.max())} but the model's vocabulary has "
-                        f"{model.config.vocab_size} tokens: these shards were written for another tokenizer")
+                        f"{vocab_size} tokens: these shards were written for another tokenizer")
     raw = tokenizer.decode_bytes(tokens.tolist())  # exactly the text the tokens stand for
     split_info = (split.manifest or {}).get("splits", {}).get(cfg.split, {})
-    text_verified = None
+    verified = None
     if n_eval == len(split) and "text_sha1" in split_info:
-        text_verified = hashlib.sha1(raw).hexdigest() == split_info["text_sha1"]
-        if not text_verified:
+        verified = hashlib.sha1(raw).hexdigest() == split_info["text_sha1"]
+        if not verified:
             raise EvalError(f"{cfg.data_dir}: the '{cfg.split}' tokens do not decode to the text manifest.json "
                             f"records (sha1 differs); rebuild the shards with `python -m data.prepare` (`make data`)")
-    _, n_words = text_size(raw.decode("utf-8", errors="replace"))  # a cut prefix may end inside a character
-    starts = passage_starts(n_eval, cfg.gen_passages, P + G)  # checked before the long perplexity pass
+    return tokens, raw, verified
 
+
+def frequency_table(data_dir: str, tokens: np.ndarray, token_nll: np.ndarray) -> dict | None:
+    """Perplexity by how frequent each target is in the real train split of `data_dir` (head: the types
+    holding the first 50% of its tokens, mid: up to 90%, tail: the rest, unseen: never in it); None
+    when the folder has no train split."""
+    try:
+        train = SplitTokens(data_dir, "train")
+    except FileNotFoundError:
+        return None
+    counts = type_counts(train[:])
+    buckets = frequency_buckets(counts)
+    return {"buckets": bucket_perplexity(tokens[1:].astype(np.int64), token_nll, buckets),
+            "train_split": {"data_dir": data_dir, "n_tokens": len(train), "types": bucket_summary(counts, buckets)}}
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run both tasks as configured; write the JSON and the table row; return the results."""
+    device, dtype = resolve_device_and_dtype(cfg.device, cfg.dtype)
+    table_rows(cfg.table)  # a table we may not rewrite: say so now, not after the work
+    split = SplitTokens(cfg.data_dir, cfg.split)  # fails first, and fast, when the data is missing
+    t0 = time.perf_counter()
+    model, seq_len, stride = load_for_eval(cfg, device)
+    load_s = time.perf_counter() - t0
+    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    print(f"{cfg.name}: {model.num_params():,} parameters, context {model.config.n_positions}; windows of {seq_len} "
+          f"tokens every {stride}; {describe(device, dtype)}")
+    t_eval = time.perf_counter()
+    tokens, raw, verified = eval_tokens(cfg, split, model.config.vocab_size)
+    _, n_words = text_size(raw.decode("utf-8", errors="replace"))  # a cut prefix may end inside a character
+    P, G = cfg.gen_prompt_tokens, cfg.gen_new_tokens
+    starts = passage_starts(len(tokens), cfg.gen_passages, P + G)  # checked before the long perplexity pass
     t1 = time.perf_counter()
-    ppl = evaluate_perplexity(model, tokens, seq_len=seq_len, stride=stride, batch_size=cfg.batch_size,
-                              device=device, autocast_dtype=amp_dtype, n_bytes=len(raw), n_words=n_words,
-                              progress=cfg.progress)
+    ppl = evaluate_perplexity(model, tokens, seq_len=seq_len, stride=stride, batch_size=cfg.batch_size, device=device,
+                              autocast_dtype=dtype, n_bytes=len(raw), n_words=n_words, progress=cfg.progress,
+                              per_token=True)
+    by_frequency = frequency_table(cfg.data_dir, tokens, ppl.token_nll)
     t2 = time.perf_counter()
-    texts = continuation_task(model, tokens, starts, P, G, batch_size=cfg.gen_batch_size, autocast_dtype=amp_dtype,
+    model.to(dtype)  # generation runs on weights stored in the precision (as distill.py's does)
+    texts = continuation_task(model, tokens, starts, P, G, batch_size=cfg.gen_batch_size, compile=compile,
                               progress=cfg.progress)
     scores = score_continuations(texts["hypotheses"], texts["references"], rouge_stemmer=cfg.rouge_stemmer)
     t3 = time.perf_counter()
-
-    manifest = split.manifest or {}
     results = {
         "name": cfg.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config_to_dict(cfg),
-        "resolved": {"seq_len": seq_len, "stride": stride, "device": str(device),
-                     "autocast_dtype": str(amp_dtype or torch.float32).removeprefix("torch.")},
+        "resolved": {"seq_len": seq_len, "stride": stride, "device": str(device), "precision": describe(device, dtype),
+                     "compiled_decoding": compile},
         "model": {"source": cfg.model, "n_params": model.num_params(), "config": dataclasses.asdict(model.config),
                   "run": run_record(cfg.model)},
-        "data": {"data_dir": cfg.data_dir, "label": Path(cfg.data_dir).resolve().name
-                 + (" (offline)" if manifest.get("offline") else ""), "split": cfg.split,
-                 "n_tokens_split": len(split), "n_tokens_evaluated": n_eval, "whole_split": n_eval == len(split),
-                 "offline": manifest.get("offline"), "source": manifest.get("source"),
-                 "text_sha1_matches_manifest": text_verified, "shards": [p.name for p in split.shards]},
+        "data": data_record(cfg, split, len(tokens), verified),
         "perplexity": ppl.as_dict(),
+        "perplexity_by_frequency": by_frequency,
         "generation": {"passages": cfg.gen_passages, "prompt_tokens": P, "new_tokens": G, "strategy": "greedy",
                        "passage_spacing": starts[1] - starts[0] if len(starts) > 1 else None, **scores,
                        "examples": [{"prompt": texts["prompts"][i], "hypothesis": texts["hypotheses"][i],
                                      "reference": texts["references"][i]} for i in range(min(3, len(starts)))]},
         "seconds": {"load": load_s, "perplexity": t2 - t1, "generation": t3 - t2, "eval": t3 - t_eval},
         "versions": {**versions(), "tiktoken": tiktoken.__version__},
-        "device": {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"},
+        "device": {"device": str(device), "name": device_name(device)},
     }
     out_json = Path(cfg.out_json or Path("results") / f"{cfg.name.replace('/', '_')}.{cfg.split}.json")
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +328,14 @@ def evaluate(cfg: EvalConfig) -> dict:
         f.write((json.dumps(results, indent=2) + "\n").encode())
     results["table"] = update_table(cfg.table, table_row(results))
     return results
+
+
+def data_record(cfg: EvalConfig, split: SplitTokens, n_eval: int, verified: bool | None) -> dict:
+    manifest = split.manifest or {}
+    return {"data_dir": cfg.data_dir, "label": Path(cfg.data_dir).resolve().name + (" (offline)" if manifest.get("offline") else ""),
+            "split": cfg.split, "n_tokens_split": len(split), "n_tokens_evaluated": n_eval,
+            "whole_split": n_eval == len(split), "offline": manifest.get("offline"), "source": manifest.get("source"),
+            "text_sha1_matches_manifest": verified, "shards": [p.name for p in split.shards]}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import config_to_dict, parse_config
+from gpt2.records import count, duration, fixed, read_log
 
 
 @dataclass
@@ -43,18 +44,6 @@ def read_json(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError) as e:
         print(f"warning: skipping {path}: {e}", file=sys.stderr)
         return None
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    """The records of a run's log.jsonl (a line cut short by a killed run is skipped)."""
-    records = []
-    path = run_dir / "log.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def val_curve(run_dir: Path) -> tuple[list[int], list[float]]:
@@ -85,31 +74,14 @@ def describe_run(results: dict) -> dict:
     return {"init": init, "data": data, "order": (1, start), "data_dir": cfg.get("data_dir")}
 
 
-def _count(n) -> str:
-    if n is None:
-        return "—"
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def _seconds(s) -> str:
-    return "—" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
-
-
-def _f(x, digits: int) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
 def models_table(results: list[dict]) -> str:
     lines = ["| run | params | init | training data | training tokens | wall time | ppl | word ppl | BLEU | ROUGE-L |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         run, ppl, gen = r["model"].get("run") or {}, r["perplexity"], r["generation"]
-        lines.append(f"| {r['name']} | {_count(r['model'].get('n_params'))} | {r['_run']['init']} | {r['_run']['data']} | "
-                     f"{_count(run.get('train_tokens'))} | {_seconds(run.get('train_seconds'))} | {_f(ppl['ppl'], 2)} | "
-                     f"{_f(ppl.get('word_ppl'), 2)} | {_f(gen['bleu'], 2)} | {_f(gen['rougeL'], 4)} |")
+        lines.append(f"| {r['name']} | {count(r['model'].get('n_params'))} | {r['_run']['init']} | {r['_run']['data']} | "
+                     f"{count(run.get('train_tokens'))} | {duration(run.get('train_seconds'))} | {fixed(ppl['ppl'], 2)} | "
+                     f"{fixed(ppl.get('word_ppl'), 2)} | {fixed(gen['bleu'], 2)} | {fixed(gen['rougeL'], 4)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -124,9 +96,9 @@ def datasets_table(data_dirs: list[str]) -> str:
         train = m.get("splits", {}).get("train", {})
         q = m.get("quality", {})
         lines.append(f"| {Path(d).name} | {m.get('kind', 'prepared')} | {m.get('sampling', {}).get('strategy', '—')} | "
-                     f"{_count(train.get('n_tokens'))} | {train.get('n_sequences', '—')} | "
-                     f"{_f(q.get('mean_surprisal_nats'), 3)} | {_f(q.get('distinct_1'), 3)} | {_f(q.get('distinct_2'), 3)} | "
-                     f"{_f(q.get('distinct_3'), 3)} | {_f(q.get('repeated_4gram_fraction'), 3)} | "
+                     f"{count(train.get('n_tokens'))} | {train.get('n_sequences', '—')} | "
+                     f"{fixed(q.get('mean_surprisal_nats'), 3)} | {fixed(q.get('distinct_1'), 3)} | {fixed(q.get('distinct_2'), 3)} | "
+                     f"{fixed(q.get('distinct_3'), 3)} | {fixed(q.get('repeated_4gram_fraction'), 3)} | "
                      f"{m.get('filter', {}).get('dropped_total', '—')} |")
     return "\n".join(lines) + "\n"
 

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_state, save_checkpoint, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
-from gpt2.device import resolve_device_and_dtype
-from gpt2.kd import kd_loss, make_student
+from gpt2.device import device_name, resolve_device_and_dtype
+from gpt2.kd import make_student
+from gpt2.losses import linear_kd_loss as kd_loss
 from gpt2.model import GPT
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.weights import DownloadError
@@ -60,8 +61,8 @@ class TrainConfig:
     n_head: int = 4  # init=scratch only: attention heads per block
     n_embd: int = 128  # init=scratch only: model width (a multiple of n_head)
     dropout: float = 0.1  # dropout rate while training (embeddings, attention, residuals)
-    init_layers: list[int] | None = None  # a smaller student: keep only these blocks of --init (e.g. 0 2 4 6 8 10,
-                                          # DistilGPT2's every other layer); None: all of them
+    init_layers: list[int] | None = None  # a smaller student: keep only these blocks of --init (e.g. 0 2 4 7 9 11,
+                                          # DistilGPT2's choice for 12 layers); None: all of them
     # data
     data_dir: str = "shards/wikitext2"  # folder of train_*.bin / val_*.bin shards
     val_data_dir: str | None = None  # folder whose val split is evaluated; None: data_dir. Set it to the real
@@ -169,20 +170,67 @@ def micro_seed(seed: int, step: int, slot: int) -> int:
 
 
 def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one micro-batch. (With --teacher, kd_lm_loss replaces it.)"""
+    """Mean next-token cross-entropy of one micro-batch, taken chunk by chunk (the logits are never whole)."""
     _, loss = model(x, y)
     return loss
 
 
-def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, teacher: GPT, temperature: float, alpha: float) -> torch.Tensor:
-    """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's logits against the frozen
-    teacher's, both softened by `temperature`, mixed with the cross-entropy. It runs inside the step's
-    autocast, so the teacher's forward pass uses the same precision; no_grad: the teacher never trains."""
-    logits, _ = model(x)  # (B, T, V)
+def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, head: torch.Tensor, teacher: GPT, temperature: float,
+               alpha: float) -> torch.Tensor:
+    """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's distribution against the frozen
+    teacher's, both softened by `temperature`, mixed with the cross-entropy, chunk by chunk from the two
+    models' final hidden states (`head` is the model's output weight). It runs inside the step's autocast,
+    so the teacher uses the same precision; no_grad: the teacher never trains."""
+    hidden, _ = model(x, return_hidden=True)  # (B, T, C)
     with torch.no_grad():
-        teacher_logits, _ = teacher(x)  # (B, T, V)
-    loss, _ = kd_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
+        teacher_hidden, _ = teacher(x, return_hidden=True)  # (B, T, C_teacher)
+    loss, _ = kd_loss(hidden, head, teacher_hidden, teacher.lm_head.weight, y, temperature=temperature, alpha=alpha)
     return loss
+
+
+@dataclass
+class StepParts:
+    """Everything one optimizer step touches. train.py's loop and bench.py's training figure both run
+    `train_step` on these, so the benchmark times exactly the step a run takes."""
+
+    model: torch.nn.Module  # what the forward pass calls: raw_model, compiled and/or DDP-wrapped
+    raw_model: GPT  # the plain module: clipping, checkpoints, evaluation
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # loss scaling; enabled for fp16 only
+    amp_dtype: torch.dtype  # autocast dtype; float32 means no autocast
+    batches: list[TrainBatches]  # this rank's micro-batch slots, one seeded stream each
+    loss_fn: Callable  # loss_fn(model, x, y) -> the micro-batch's mean loss
+    seed: int  # seeds dropout per (step, slot)
+    rank: int
+    grad_clip: float  # 0: no clipping
+    ddp: bool
+
+
+def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step: every micro-batch forward (autocast) and backward, gradients all-reduced on the
+    last one only, unscale, clip, step, zero. Returns (this rank's mean loss, gradient norm), on the device:
+    nothing here waits for the device."""
+    accum = len(p.batches)
+    for group in p.optimizer.param_groups:
+        group["lr"] = lr
+    autocast = torch.autocast(p.raw_model.lm_head.weight.device.type, dtype=p.amp_dtype,
+                              enabled=p.amp_dtype != torch.float32)
+    loss_sum = torch.zeros((), device=p.raw_model.lm_head.weight.device)
+    for micro, batches in enumerate(p.batches):
+        x, y = batches.next()  # (B, T) each
+        torch.manual_seed(micro_seed(p.seed, step, p.rank * accum + micro))  # this slot's dropout masks
+        sync = contextlib.nullcontext() if not p.ddp or micro == accum - 1 else p.model.no_sync()
+        with sync:
+            with autocast:
+                loss = p.loss_fn(p.model, x, y) / accum  # every micro-batch has B*T targets: mean of means
+            p.scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    p.scaler.unscale_(p.optimizer)  # clip true gradients, not scaled ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(p.raw_model.parameters(), p.grad_clip or float("inf"))
+    p.scaler.step(p.optimizer)  # skipped by the scaler if fp16 gradients overflowed
+    p.scaler.update()
+    p.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
 
 
 def check_resumable(state: dict, cfg: TrainConfig, derived: dict, path: Path) -> None:
@@ -197,6 +245,56 @@ def check_resumable(state: dict, cfg: TrainConfig, derived: dict, path: Path) ->
                               f"settings (they are in {path.parent / 'run.json'}) or start a new --out_dir.")
 
 
+def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
+    """Micro-batches per process per optimizer step, from the batch stated in tokens."""
+    tokens_per_micro_step = cfg.micro_batch_size * cfg.seq_len * world
+    if cfg.total_batch_tokens % tokens_per_micro_step:
+        raise TrainingStopped(
+            f"--total_batch_tokens {cfg.total_batch_tokens} is not a multiple of micro_batch_size x seq_len x "
+            f"world_size = {cfg.micro_batch_size} x {cfg.seq_len} x {world} = {tokens_per_micro_step}; "
+            f"e.g. use --total_batch_tokens {max(1, round(cfg.total_batch_tokens / tokens_per_micro_step)) * tokens_per_micro_step}")
+    return cfg.total_batch_tokens // tokens_per_micro_step
+
+
+def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, loss_fn: Callable) -> Callable:
+    """The plain cross-entropy, or with --teacher the distillation loss against the loaded teacher."""
+    if cfg.teacher is None:
+        return loss_fn
+    try:  # part of the config, not of the state: a resumed run loads it again
+        teacher = load_model(cfg.teacher, device=device).requires_grad_(False)  # eval mode: no dropout
+    except DownloadError as e:
+        raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
+    return functools.partial(kd_lm_loss, head=raw_model.lm_head.weight, teacher=teacher,
+                             temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+
+
+def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype, rank: int,
+               world: int, state: dict | None = None, loss_fn: Callable = lm_loss) -> StepParts:
+    """`raw_model` (on `device`) with its optimizer, scaler and this rank's data streams, wrapped for the run
+    (compile, DDP) and ready for `train_step`; a checkpoint's `state` restores optimizer, scaler and data."""
+    accum, ddp = grad_accum_steps(cfg, world), dist.is_initialized()
+    train_tokens = SplitTokens(cfg.data_dir, "train")
+    batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
+                            world_size=world * accum, device=device) for m in range(accum)]  # one per slot
+    optimizer = make_optimizer(raw_model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        for m, b in enumerate(batches):
+            b.load_state_dict(state["batches"][rank * accum + m])
+    model = torch.compile(raw_model) if compile_enabled(cfg, device) else raw_model
+    if ddp:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
+                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, loss_fn), seed=cfg.seed,
+                     rank=rank, grad_clip=cfg.grad_clip, ddp=ddp)
+
+
+def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"
+
+
 def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:
     """Run training as configured; returns the summary (also printed). `loss_fn(model, x, y)` -> scalar loss."""
     # ---- processes and devices: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE
@@ -208,198 +306,173 @@ def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(cfg, loss_fn, device, amp_dtype, rank, world, ddp)
+        return Run(cfg, device, amp_dtype, rank, world, loss_fn).loop()
     finally:
         if ddp:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, loss_fn, device: torch.device, amp_dtype: torch.dtype, rank: int, world: int, ddp: bool) -> dict:
-    master, out_dir = rank == 0, Path(cfg.out_dir)  # only rank 0 writes files and prints
-    say = tqdm.write if master else (lambda *a, **k: None)  # prints above the progress bar
+class StopSignals:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, saves and stops (a second signal kills at
+    once). Only the main thread may set handlers; elsewhere nothing is installed."""
 
-    # ---- batch arithmetic, stated in tokens
-    tokens_per_micro_step = cfg.micro_batch_size * cfg.seq_len * world
-    if cfg.total_batch_tokens % tokens_per_micro_step:
-        raise TrainingStopped(
-            f"--total_batch_tokens {cfg.total_batch_tokens} is not a multiple of micro_batch_size x seq_len x "
-            f"world_size = {cfg.micro_batch_size} x {cfg.seq_len} x {world} = {tokens_per_micro_step}; "
-            f"e.g. use --total_batch_tokens {max(1, round(cfg.total_batch_tokens / tokens_per_micro_step)) * tokens_per_micro_step}")
-    accum = cfg.total_batch_tokens // tokens_per_micro_step
+    def __init__(self):
+        self.signalled = False
+        self.previous = {}
 
-    # ---- data
-    train_tokens, val_tokens = SplitTokens(cfg.data_dir, "train"), SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
-    max_steps = cfg.max_steps or math.ceil(cfg.epochs * len(train_tokens) / cfg.total_batch_tokens)
-    batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
-                            world_size=world * accum, device=device) for m in range(accum)]  # one per slot
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
-    # ---- model, optimizer, precision; everything a resume restores
-    latest = out_dir / "latest.pt"
-    if not cfg.resume and latest.exists():
-        raise TrainingStopped(f"{out_dir} already holds a run ({latest}); pass --resume to continue it, "
-                              "or choose another --out_dir (or delete that folder)")
-    compile_model = cfg.compile if cfg.compile is not None else device.type == "cuda"
-    derived = dict(world_size=world, grad_accum_steps=accum, max_steps=max_steps, device=str(device),
-                   device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-                   dtype=str(amp_dtype).removeprefix("torch."), compile=compile_model,
-                   train_tokens=len(train_tokens), val_tokens=len(val_tokens))
-    state = None
-    if cfg.resume:
-        state = load_checkpoint(latest)  # says so if there is none
-        check_resumable(state, cfg, derived, latest)
-        raw_model = model_from_state(state, device=device, dropout=cfg.dropout)
-    else:
-        raw_model = build_model(cfg, device)
-    optimizer = make_optimizer(raw_model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
-    step, best_val_loss, elapsed_before = 0, float("inf"), 0.0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        for m, b in enumerate(batches):
-            b.load_state_dict(state["batches"][rank * accum + m])
-        step, best_val_loss, elapsed_before = state["step"], state["best_val_loss"], state["elapsed_s"]
-    model = torch.compile(raw_model) if compile_model else raw_model
-    if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32)
-    if cfg.teacher is not None:  # part of the config, not of the state: a resumed run loads it again
-        try:
-            teacher = load_model(cfg.teacher, device=device).requires_grad_(False)  # eval mode: no dropout
-        except DownloadError as e:
-            raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
-        loss_fn = functools.partial(kd_lm_loss, teacher=teacher, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+    def handle(self, signum, frame):
+        self.signalled = True
+        signal.signal(signum, self.previous[signum])
 
-    # ---- run record: resolved config, versions, hardware
-    run = {"config": config_to_dict(cfg), "derived": derived, "model_config": dataclasses.asdict(raw_model.config),
-           "n_params": raw_model.num_params(), "versions": versions()}
-    log_path = out_dir / "log.jsonl"
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-        say(json.dumps(run, indent=2))
-        if state is not None and log_path.exists():  # drop lines of steps after the checkpoint: they are redone
-            lines = log_path.read_text().splitlines(keepends=True)
-            log_path.write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
-    log_file = open(log_path, "a") if master else None
-
-    def log(record: dict) -> None:
-        if log_file:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-
-    def evaluate() -> float:
-        """Loss on the whole validation split, computed on rank 0 and shared with every rank."""
-        result = torch.zeros(2, dtype=torch.float64, device=device)
-        if master:
-            r = evaluate_perplexity(raw_model, val_tokens, seq_len=cfg.seq_len, stride=cfg.eval_stride,
-                                    batch_size=cfg.eval_batch_size, device=device, progress=False,
-                                    autocast_dtype=amp_dtype if amp_dtype != torch.float32 else None)
-            result[0], result[1] = r.loss, r.n_tokens
-        if ddp:
-            dist.broadcast(result, src=0)
-        val_loss = result[0].item()
-        log({"kind": "eval", "step": step, "val_loss": val_loss, "val_ppl": math.exp(val_loss), "val_tokens": int(result[1])})
-        say(f"step {step}: val loss {val_loss:.4f}, ppl {math.exp(val_loss):.2f}")
-        return val_loss
-
-    def checkpoint(val_loss: float | None) -> None:
-        nonlocal best_val_loss
-        sampler_states = [b.state_dict() for b in batches]
-        if ddp:  # every slot's sampler, in slot order, so that any rank can resume its own
-            gathered = [None] * world
-            dist.all_gather_object(gathered, sampler_states)
-            sampler_states = [s for rank_states in gathered for s in rank_states]
-        improved = val_loss is not None and val_loss < best_val_loss
-        best_val_loss = val_loss if improved else best_val_loss
-        if not master:
-            return
-        weights = {"model": raw_model.state_dict(), "model_config": run["model_config"], "step": step,
-                   "config": run["config"], "derived": derived, "val_loss": val_loss}
-        if improved:
-            save_checkpoint(out_dir / "best.pt", weights)
-        save_checkpoint(latest, {**weights, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                 "batches": sampler_states, "best_val_loss": best_val_loss,
-                                 "elapsed_s": elapsed_before + time.perf_counter() - t_start})
-
-    # ---- SIGINT / SIGTERM: finish the current step, write latest.pt, stop (a second signal kills at once).
-    # The handler only raises a flag; every process stops after the step in which any of them saw one.
-    signalled, stopping = False, False
-
-    def request_stop(signum, frame):
-        nonlocal signalled
-        signalled = True
-        signal.signal(signum, previous_handlers[signum])
-
-    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
-
-    t_start = time.perf_counter()
-    tokens_per_step = cfg.total_batch_tokens
-    bar = tqdm(total=max_steps, initial=step, disable=not master, dynamic_ncols=True, unit="step")
-    try:
-        if step == 0:
-            evaluate()  # the starting point, for comparison
-        raw_model.train()
-        while step < max_steps and not stopping:
-            step += 1
-            t0 = time.perf_counter()
-            lr = lr_at(step, cfg, max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                x, y = batches[micro].next()  # (B, T) each
-                torch.manual_seed(micro_seed(cfg.seed, step, rank * accum + micro))  # this slot's dropout masks
-                # Gradients are all-reduced across processes only on the last micro-step.
-                sync = contextlib.nullcontext() if not ddp or micro == accum - 1 else model.no_sync()
-                with sync:
-                    with autocast:
-                        loss = loss_fn(model, x, y) / accum  # every micro-batch has B*T targets: mean of means
-                    scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip or float("inf"))
-            scaler.step(optimizer)  # skipped by the scaler if fp16 gradients overflowed
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-
-            stats = torch.stack([loss_sum, torch.tensor(float(signalled), device=device)])
-            if ddp:
-                dist.all_reduce(stats)  # sum over processes: mean loss, and whether any was signalled
-            loss_value, stopping = stats[0].item() / world, bool(stats[1].item())
-            if not math.isfinite(loss_value):
-                raise TrainingStopped(
-                    f"loss is {loss_value} at step {step}: training diverged (try a lower --lr or --dtype bf16/fp32). "
-                    f"Nothing was saved after it; the last good checkpoint is "
-                    f"{latest if latest.exists() else '(none yet)'}")
-            dt = time.perf_counter() - t0
-            log({"kind": "train", "step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm.item(),
-                 "tokens_seen": step * tokens_per_step, "tok_per_s": tokens_per_step / dt,
-                 "elapsed_s": elapsed_before + time.perf_counter() - t_start})
-            bar.update(1)
-            if step % cfg.log_interval == 0:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / dt:,.0f}")
-
-            if step % cfg.eval_interval == 0 or step == max_steps:
-                checkpoint(evaluate())
-            elif (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or stopping:
-                checkpoint(None)
-    finally:
-        bar.close()
-        if log_file:
-            log_file.close()
-        for s, handler in previous_handlers.items():
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
 
-    wall = time.perf_counter() - t_start
-    summary = {"steps": step, "max_steps": max_steps, "tokens": step * tokens_per_step, "wall_s": wall,
-               "best_val_loss": best_val_loss, "best_val_ppl": math.exp(best_val_loss) if best_val_loss < 1e9 else None,
-               "stopped_early": step < max_steps}
-    say(f"{'stopped at' if step < max_steps else 'done:'} step {step}/{max_steps}, {step * tokens_per_step:,} tokens, "
-        f"{wall:.0f} s this session; best val loss {best_val_loss:.4f} (ppl {summary['best_val_ppl'] or float('nan'):.2f}); "
-        f"checkpoints in {out_dir}")
-    return summary
+
+class Run:
+    """One training run: its step parts, files (run.json, log.jsonl, checkpoints) and the loop."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype, rank: int, world: int,
+                 loss_fn: Callable):
+        self.cfg, self.device, self.amp_dtype, self.rank, self.world = cfg, device, amp_dtype, rank, world
+        self.master, self.out_dir = rank == 0, Path(cfg.out_dir)  # only rank 0 writes files and prints
+        self.latest = self.out_dir / "latest.pt"
+        if not cfg.resume and self.latest.exists():
+            raise TrainingStopped(f"{self.out_dir} already holds a run ({self.latest}); pass --resume to continue it, "
+                                  "or choose another --out_dir (or delete that folder)")
+        self.val_tokens = SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
+        train_tokens = len(SplitTokens(cfg.data_dir, "train"))
+        self.max_steps = cfg.max_steps or math.ceil(cfg.epochs * train_tokens / cfg.total_batch_tokens)
+        self.derived = dict(world_size=world, grad_accum_steps=grad_accum_steps(cfg, world), max_steps=self.max_steps,
+                            device=str(device), device_name=device_name(device),
+                            dtype=str(amp_dtype).removeprefix("torch."), compile=compile_enabled(cfg, device),
+                            train_tokens=train_tokens, val_tokens=len(self.val_tokens))
+        state = None
+        if cfg.resume:
+            state = load_checkpoint(self.latest)  # says so if there is none
+            check_resumable(state, cfg, self.derived, self.latest)
+        raw_model = model_from_state(state, device=device, dropout=cfg.dropout) if state else build_model(cfg, device)
+        self.parts = build_step(cfg, raw_model, device, amp_dtype, rank, world, state, loss_fn)
+        self.step, self.best_val_loss, self.elapsed_before = (state["step"], state["best_val_loss"], state["elapsed_s"]) \
+            if state else (0, float("inf"), 0.0)
+        self.record = {"config": config_to_dict(cfg), "derived": self.derived,
+                       "model_config": dataclasses.asdict(self.parts.raw_model.config),
+                       "n_params": self.parts.raw_model.num_params(), "versions": versions()}
+        self.log_file = self.open_log(resumed=state is not None) if self.master else None
+        self.say = tqdm.write if self.master else (lambda *a, **k: None)  # prints above the progress bar
+        self.t_start = time.perf_counter()
+
+    def open_log(self, resumed: bool):
+        """Write run.json; open log.jsonl for appending, without the lines of steps a resume will redo."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "run.json").write_text(json.dumps(self.record, indent=2) + "\n")
+        tqdm.write(json.dumps(self.record, indent=2))
+        log_path = self.out_dir / "log.jsonl"
+        if resumed and log_path.exists():
+            lines = log_path.read_text().splitlines(keepends=True)
+            log_path.write_text("".join(line for line in lines if json.loads(line)["step"] <= self.step))
+        return open(log_path, "a")
+
+    def log(self, record: dict) -> None:
+        if self.log_file:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
+
+    def evaluate(self) -> float:
+        """Loss on the whole validation split, computed on rank 0 and shared with every rank."""
+        result = torch.zeros(2, dtype=torch.float64, device=self.device)
+        if self.master:
+            r = evaluate_perplexity(self.parts.raw_model, self.val_tokens, seq_len=self.cfg.seq_len,
+                                    stride=self.cfg.eval_stride, batch_size=self.cfg.eval_batch_size,
+                                    device=self.device, progress=False, autocast_dtype=self.amp_dtype)
+            result[0], result[1] = r.loss, r.n_tokens
+        if self.parts.ddp:
+            dist.broadcast(result, src=0)
+        val_loss = result[0].item()
+        self.log({"kind": "eval", "step": self.step, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
+                  "val_tokens": int(result[1])})
+        self.say(f"step {self.step}: val loss {val_loss:.4f}, ppl {math.exp(val_loss):.2f}")
+        return val_loss
+
+    def checkpoint(self, val_loss: float | None) -> None:
+        """latest.pt (everything to resume), and best.pt when the validation loss improved."""
+        sampler_states = [b.state_dict() for b in self.parts.batches]
+        if self.parts.ddp:  # every slot's sampler, in slot order, so that any rank can resume its own
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, sampler_states)
+            sampler_states = [s for rank_states in gathered for s in rank_states]
+        improved = val_loss is not None and val_loss < self.best_val_loss
+        self.best_val_loss = val_loss if improved else self.best_val_loss
+        if not self.master:
+            return
+        p = self.parts
+        weights = {"model": p.raw_model.state_dict(), "model_config": self.record["model_config"], "step": self.step,
+                   "config": self.record["config"], "derived": self.derived, "val_loss": val_loss}
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", weights)
+        save_checkpoint(self.latest, {**weights, "optimizer": p.optimizer.state_dict(), "scaler": p.scaler.state_dict(),
+                                      "batches": sampler_states, "best_val_loss": self.best_val_loss,
+                                      "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
+
+    def after_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, signalled: bool, lr: float, dt: float) -> bool:
+        """Share the loss and any stop request across processes, stop on a non-finite loss, log. True: stop."""
+        stats = torch.stack([loss_sum, torch.tensor(float(signalled), device=self.device)])
+        if self.parts.ddp:
+            dist.all_reduce(stats)  # sum over processes: mean loss, and whether any was signalled
+        loss, stopping = stats[0].item() / self.world, bool(stats[1].item())
+        if not math.isfinite(loss):
+            raise TrainingStopped(
+                f"loss is {loss} at step {self.step}: training diverged (try a lower --lr or --dtype bf16/fp32). "
+                f"Nothing was saved after it; the last good checkpoint is "
+                f"{self.latest if self.latest.exists() else '(none yet)'}")
+        tokens = self.cfg.total_batch_tokens
+        self.log({"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(),
+                  "tokens_seen": self.step * tokens, "tok_per_s": tokens / dt,
+                  "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
+        if self.step % self.cfg.log_interval == 0:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / dt:,.0f}")
+        return stopping
+
+    def loop(self) -> dict:
+        cfg = self.cfg
+        self.bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.master, dynamic_ncols=True, unit="step")
+        stopping = False
+        try:
+            with StopSignals() as signals:
+                if self.step == 0:
+                    self.evaluate()  # the starting point, for comparison
+                self.parts.raw_model.train()
+                while self.step < self.max_steps and not stopping:
+                    self.step += 1
+                    t0, lr = time.perf_counter(), lr_at(self.step, cfg, self.max_steps)
+                    loss_sum, grad_norm = train_step(self.parts, self.step, lr)
+                    stopping = self.after_step(loss_sum, grad_norm, signals.signalled, lr, time.perf_counter() - t0)
+                    self.bar.update(1)
+                    if self.step % cfg.eval_interval == 0 or self.step == self.max_steps:
+                        self.checkpoint(self.evaluate())
+                    elif (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or stopping:
+                        self.checkpoint(None)
+        finally:
+            self.bar.close()
+            if self.log_file:
+                self.log_file.close()
+        return self.summary()
+
+    def summary(self) -> dict:
+        step, wall, best = self.step, time.perf_counter() - self.t_start, self.best_val_loss
+        tokens = step * self.cfg.total_batch_tokens
+        summary = {"steps": step, "max_steps": self.max_steps, "tokens": tokens, "wall_s": wall,
+                   "best_val_loss": best, "best_val_ppl": math.exp(best) if best < 1e9 else None,
+                   "stopped_early": step < self.max_steps}
+        self.say(f"{'stopped at' if step < self.max_steps else 'done:'} step {step}/{self.max_steps}, {tokens:,} tokens, "
+                 f"{wall:.0f} s this session; best val loss {best:.4f} (ppl {summary['best_val_ppl'] or float('nan'):.2f}); "
+                 f"checkpoints in {self.out_dir}")
+        return summary
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,14 +21,7 @@ from pathlib import Path
 import torch
 
 from gpt2.checkpoint import versions
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from gpt2.device import device_name
 
 
 def _git_dirty() -> bool | None:
@@ -48,7 +41,7 @@ def machine_info(device: torch.device, dtype: torch.dtype, world_size: int = 1) 
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": device_name(device),
         "dtype": str(dtype).removeprefix("torch."),
         "world_size": world_size,
         "cpu_count": os.cpu_count(),

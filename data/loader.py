@@ -20,7 +20,7 @@ import torch
 
 from data.shards import GPT2_VOCAB_SIZE, ShardError, open_shard
 
-IGNORE_INDEX = -100  # targets with this id are context only: the model's loss skips them
+from gpt2.losses import IGNORE_INDEX  # targets with this id are context only: the loss skips them
 
 
 def prepare_hint(data_dir) -> str:

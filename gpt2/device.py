@@ -1,6 +1,11 @@
-"""Where and in which precision a script runs: one rule for train.py, distill.py, evaluate.py and bench.py."""
+"""Where and in which precision a script runs: one rule for train.py, distill.py, evaluate.py, the sampler and bench.py.
+
+The precision is an autocast dtype; torch.float32 means no autocast (plain fp32), everywhere.
+"""
 
 from __future__ import annotations
+
+import platform
 
 import torch
 
@@ -8,17 +13,49 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_rank: int = 0) -> tuple[torch.device, torch.dtype]:
-    """(device, autocast dtype). device "auto": cuda:{local_rank} when CUDA is available, else cpu; a bare
-    "cuda" also means this process's GPU under torchrun. dtype "auto": bf16 on CUDA that has it, fp16 (with
-    loss scaling in training) on older CUDA, fp32 on CPU. torch.float32 means: no autocast."""
+    """(device, autocast dtype), with the device configured for speed (`configure`). device "auto":
+    cuda:{local_rank} when CUDA is available, else cpu; a bare "cuda" also means this process's GPU under
+    torchrun. dtype "auto": bf16 on CUDA that has it, fp16 (with loss scaling in training) on older CUDA,
+    fp32 on CPU."""
     if device == "auto":
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", local_rank)
+    configure(dev)
     if dtype != "auto":
         return dev, DTYPES[dtype]
     if dev.type == "cuda":
         return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return dev, torch.float32
+
+
+def configure(device: torch.device) -> None:
+    """On CUDA, what runs in float32 outside autocast (the optimizer's math aside) uses TF32 tensor cores:
+    a 10-bit mantissa for the products, float32 accumulation, several times the fp32 matmul rate."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """torch.autocast in `dtype`, or nothing for float32."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def describe(device: torch.device, dtype: torch.dtype) -> str:
+    """'cuda:0, autocast bfloat16' or 'cpu, fp32': the line the scripts print."""
+    return f"{device}, " + ("fp32" if dtype == torch.float32 else f"autocast {str(dtype).removeprefix('torch.')}")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with the number of torch threads: recorded with every run and figure."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"{cpu} ({torch.get_num_threads()} torch threads)"

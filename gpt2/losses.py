@@ -1,31 +1,238 @@
-"""Losses that never hold the whole (B, T, V) float32 logits: PLACEHOLDER, being rewritten (chunked, fused)."""
+"""Losses of the language-model head that never hold the whole (B, T, V) float32 logits.
+
+    linear_cross_entropy  cross_entropy(hidden @ weight.T, targets): what GPT.forward computes from its logits
+    linear_kd_loss        kd_loss (gpt2/kd.py) of the student's and teacher's hidden @ weight.T
+
+At the gpt2 shape one (B, T) = (2, 1024) batch has 2,048 x 50,257 logits: 412 MB in float32, and the
+plain loss keeps three or four such tensors alive (logits, log-softmax, their gradients; twice that
+for distillation). Here the rows (the N = B * T positions) are processed `chunk_size` at a time, the
+"fused linear cross-entropy" of Liger-Kernel and Apple's Cut Cross-Entropy: for each chunk the forward
+pass computes the logits, the loss, and at once d loss / d logits, turned straight into the chunk's
+gradient of the hidden states and the running gradient of the head's weight. Nothing of size N x V is
+kept; backward only scales the stored gradients by grad_output, so the head costs the same three
+matrix multiplies as before and is never recomputed. When no gradient is wanted (no_grad,
+inference_mode, or nothing requires grad) the gradient work is skipped.
+
+Precision follows autocast: the matrix multiplies run in autocast's dtype (bf16 on a GPU), the softmax
+and loss in float32, the weight's gradient is accumulated in float32 over the chunks, and each gradient
+is returned in its input's dtype. Shapes: C width, V vocabulary, N rows, n rows of one chunk.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # targets with this id are not scored
+
+# Rows per chunk. 256 rows of V = 50,257 float32 logits are 49 MiB: a cross-entropy chunk holds about
+# two such buffers, a distillation chunk about five, a few hundred MB at most, against 412 MB per (2, 1024)
+# batch for every full-logits tensor of the plain loss. And 256 x 768 x 50,257 (20 GFLOP) per multiply is
+# enough work to keep a GPU's tensor cores busy between the chunk's dozen small kernels; it is a multiple
+# of 128, the matrix tiles' size.
+CHUNK_SIZE = 256
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                          reduction: str = "mean", chunk_size: int | None = None) -> torch.Tensor:
-    """cross_entropy(hidden @ weight.T, targets): hidden (B, T, C) or (N, C), weight (V, C), targets (B, T) or (N,)."""
-    logits = F.linear(hidden, weight).float()
-    return F.cross_entropy(logits.flatten(0, -2), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
+    """cross_entropy(hidden @ weight.T, targets): hidden (B, T, C) or (N, C), weight (V, C), targets (B, T) or (N,).
+
+    As F.cross_entropy with ignore_index=-100: "mean" over the valid positions (nan when there are
+    none, as F.cross_entropy gives), "sum", or "none": the NLL per position (N,), 0 where ignored.
+    "none" cannot know each position's grad_output in the forward pass, so it checkpoints each chunk
+    instead and recomputes its logits in backward (one chunk at a time still).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    chunk_size = _check_chunk_size(chunk_size)
+    h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
+    if reduction == "none":
+        return torch.cat([checkpoint(_nll_rows, h[i:i + chunk_size], weight, y[i:i + chunk_size], use_reentrant=False)
+                          for i in range(0, h.size(0), chunk_size)])  # (N,)
+    return _LinearCrossEntropy.apply(h, weight, y, reduction == "mean", chunk_size, _matmul_dtype(hidden),
+                                     torch.is_grad_enabled())
 
 
 def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: torch.Tensor, teacher_weight: torch.Tensor,
                    targets: torch.Tensor, *, temperature: float, alpha: float,
                    chunk_size: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, targets)."""
-    V = weight.size(0)
-    student = F.linear(hidden, weight).float().reshape(-1, V)
-    teacher = F.linear(teacher_hidden, teacher_weight).float().reshape(-1, V)
-    y = targets.reshape(-1)
-    ce = F.cross_entropy(student, y, ignore_index=IGNORE_INDEX)
-    valid = (y != IGNORE_INDEX).float()
-    log_q = F.log_softmax(student / temperature, dim=-1)
-    log_p = F.log_softmax(teacher / temperature, dim=-1)
-    kl = ((log_p.exp() * (log_p - log_q)).sum(-1) * valid).sum() / valid.sum()
-    return alpha * temperature**2 * kl + (1.0 - alpha) * ce, {"kl": kl.detach(), "ce": ce.detach()}
+    """alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, targets).
+
+    hidden (B, T, C) and teacher_hidden (B, T, C') are the two models' final hidden states, weight (V, C)
+    and teacher_weight (V, C') their heads. Both terms are means over the valid positions (0 when there
+    are none); the KL is summed over the vocabulary: the formula of gpt2/kd.py's kd_loss. No gradient
+    reaches the teacher. Returns (loss, {"kl", "ce"} detached).
+    """
+    if not temperature > 0:
+        raise ValueError(f"kd temperature (--kd_temperature) must be > 0, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"kd alpha (--kd_alpha) must lie in [0, 1], got {alpha}")
+    if weight.size(0) != teacher_weight.size(0) or hidden.shape[:-1] != teacher_hidden.shape[:-1]:
+        raise ValueError(f"student hidden {tuple(hidden.shape)} and head {tuple(weight.shape)} do not match the "
+                         f"teacher's {tuple(teacher_hidden.shape)} and {tuple(teacher_weight.shape)}: do the two "
+                         "models share the vocabulary and see the same batch?")
+    chunk_size = _check_chunk_size(chunk_size)
+    h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
+    teacher_h = teacher_hidden.detach().reshape(-1, teacher_hidden.size(-1))  # (N, C')
+    loss, kl, ce = _LinearKD.apply(h, weight, teacher_h, teacher_weight.detach(), y, temperature, alpha, chunk_size,
+                                   _matmul_dtype(hidden), torch.is_grad_enabled())
+    return loss, {"kl": kl, "ce": ce}
+
+
+def _check_chunk_size(chunk_size: int | None) -> int:
+    if chunk_size is None:
+        return CHUNK_SIZE
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+    return chunk_size
+
+
+def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear would multiply in here: autocast's when it is on, else the input's own."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def _nll_rows(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The plain per-row NLL of one chunk (n,), for reduction="none" (under autocast as F.linear is)."""
+    return F.cross_entropy(F.linear(h, weight).float(), y, ignore_index=IGNORE_INDEX, reduction="none")
+
+
+class _HeadGrads:
+    """The gradients of hidden (N, C) and weight (V, C), built one chunk at a time from d loss / d logits.
+
+    The weight's gradient is a sum over every chunk: it is accumulated in float32 whatever the matmul
+    dtype. `needs` = (hidden requires grad, weight does): a frozen head or input skips its multiply, and
+    with grad mode off (no_grad, inference_mode: Function.forward cannot see it, the caller passes it) both.
+    """
+
+    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, needs: tuple[bool, bool], grad_enabled: bool):
+        self.hidden_dtype, self.weight_dtype = hidden.dtype, weight.dtype
+        self.need_hidden, self.need_weight = grad_enabled and needs[0], grad_enabled and needs[1]
+        self.hidden_chunks: list[torch.Tensor] = []  # (n, C) each
+        self.weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if self.need_weight else None
+
+    @property
+    def wanted(self) -> bool:
+        return self.need_hidden or self.need_weight
+
+    def add(self, h: torch.Tensor, w: torch.Tensor, grad_logits: torch.Tensor) -> None:
+        """One chunk: h (n, C) and w (V, C) in the matmul dtype, grad_logits (n, V) float32."""
+        g = grad_logits.to(w.dtype)  # (n, V)
+        if self.need_hidden:
+            self.hidden_chunks.append((g @ w).to(self.hidden_dtype))  # (n, V) @ (V, C) -> (n, C)
+        if self.need_weight:
+            if g.dtype == torch.float32:
+                self.weight.addmm_(g.t(), h)  # (V, n) @ (n, C), in place: no (V, C) temporary
+            else:
+                self.weight += g.t() @ h  # CPU addmm_ cannot mix a float32 sum with bf16 factors
+
+    def result(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        hidden = torch.cat(self.hidden_chunks) if self.need_hidden else None  # (N, C)
+        weight = self.weight.to(self.weight_dtype) if self.need_weight else None  # (V, C)
+        return hidden, weight
+
+
+def _scaled(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
+    """grad * grad_output, in place: no second (V, C) tensor at the top of the step's memory. The stored
+    gradient is not needed again, and a second backward through the graph (retain_graph=True) stops at
+    autograd's in-place check rather than scaling it twice."""
+    return None if grad is None else grad.mul_(grad_output)
+
+
+def _cross_entropy_rows(logits: torch.Tensor, y: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The NLL of each row of float32 logits (n, V) against targets y (n,), 0 where y is ignored; and
+    with_grad, d NLL_i / d logits_i = softmax - onehot(y) (n, V), written over `logits` (the chunk's
+    largest buffer, reused), for every row: the caller masks the ignored ones."""
+    valid = y != IGNORE_INDEX
+    y = torch.where(valid, y, 0).unsqueeze(1)  # (n, 1): ignored rows point at class 0, masked below
+    lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
+    nll = torch.where(valid, (lse - logits.gather(1, y)).squeeze(1), 0.0)  # (n,)
+    if not with_grad:
+        return nll, None
+    grad = logits.sub_(lse).exp_()  # softmax
+    grad.scatter_add_(1, y, torch.full_like(lse, -1.0))  # minus onehot(y)
+    return nll, grad
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """The sum (mean=False) or mean over the valid rows of the NLL of hidden (N, C) @ weight.T (V, C)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, mean: bool, chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
+        valid = targets != IGNORE_INDEX  # (N,)
+        n_valid = valid.sum()
+        # With no valid row the mean is nan (0 / 0, as F.cross_entropy) and every gradient 0, as its are.
+        row_scale = (valid / n_valid.clamp(min=1) if mean else valid.float()).unsqueeze(1)  # (N, 1)
+        grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
+        w = weight.to(dtype)  # (V, C): cast once for all chunks
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for i in range(0, hidden.size(0), chunk_size):
+            rows = slice(i, i + chunk_size)
+            h = hidden[rows].to(dtype)  # (n, C)
+            nll, grad_logits = _cross_entropy_rows((h @ w.t()).float(), targets[rows], grads.wanted)  # logits (n, V)
+            total += nll.sum()
+            if grads.wanted:
+                grads.add(h, w, grad_logits.mul_(row_scale[rows]))
+            del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
+        ctx.save_for_backward(*grads.result())
+        return total / n_valid if mean else total
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), None, None, None, None, None
+
+
+def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float,
+             with_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """For float32 logits (n, V) each: per row KL(p_T || q_T) summed over V (teacher p, student q, both
+    softened by the temperature) and the student's NLL, 0 where y is ignored; with_grad, also
+    d(alpha T^2 KL + (1 - alpha) NLL)_i / d student_i (n, V), for every row. Overwrites both inputs."""
+    log_q = F.log_softmax(student / temperature, dim=-1)  # (n, V) student, softened
+    log_p = F.log_softmax(teacher.div_(temperature), dim=-1)  # (n, V) teacher, softened
+    del teacher  # the caller passes no other reference: at most four (n, V) buffers live at once
+    p = log_p.exp()
+    kl = log_p.sub_(log_q).mul_(p).sum(-1)  # (n,) sum_v p (log p - log q), in log_p's buffer
+    del log_p
+    kl = torch.where(y != IGNORE_INDEX, kl, 0.0)
+    nll, grad_ce = _cross_entropy_rows(student, y, with_grad)
+    if not with_grad:
+        return kl, nll, None
+    # d(T^2 KL) / d student = T (q_T - p_T): the T^2 makes up for the 1 / T^2 of the softened gradient.
+    grad = log_q.exp_().sub_(p).mul_(alpha * temperature)
+    return kl, nll, grad.add_(grad_ce, alpha=1 - alpha)
+
+
+class _LinearKD(torch.autograd.Function):
+    """(loss, kl, ce) of linear_kd_loss; only loss carries a gradient, and only to the student."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, targets, temperature: float, alpha: float,
+                chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
+        valid = targets != IGNORE_INDEX  # (N,)
+        n_valid = valid.sum().clamp(min=1)  # no valid row: every term 0, not nan
+        row_scale = (valid / n_valid).unsqueeze(1)  # (N, 1)
+        grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
+        w, teacher_w = weight.to(dtype), teacher_weight.to(dtype)  # (V, C), (V, C'): cast once
+        kl_sum = ce_sum = hidden.new_zeros((), dtype=torch.float32)
+        for i in range(0, hidden.size(0), chunk_size):
+            rows = slice(i, i + chunk_size)
+            h = hidden[rows].to(dtype)  # (n, C)
+            kl, nll, grad_logits = _kd_rows(  # the student's and teacher's logits (n, V), unnamed: _kd_rows frees them
+                (h @ w.t()).float(), (teacher_hidden[rows].to(dtype) @ teacher_w.t()).float(), targets[rows],
+                temperature, alpha, grads.wanted)
+            kl_sum, ce_sum = kl_sum + kl.sum(), ce_sum + nll.sum()
+            if grads.wanted:
+                grads.add(h, w, grad_logits.mul_(row_scale[rows]))
+            del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's are made
+        ctx.save_for_backward(*grads.result())
+        kl, ce = kl_sum / n_valid, ce_sum / n_valid
+        ctx.mark_non_differentiable(kl, ce)
+        return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_kl, _grad_ce):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), None, None, None, None, None, None, None, None

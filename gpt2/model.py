@@ -5,8 +5,8 @@ maps onto this module with no renaming table: drop the `attn.bias` / `attn.maske
 transpose the four Conv1D weights (see `gpt2/weights.py`). Shapes: B batch, T tokens, C = n_embd,
 nh heads, hs = C // nh head size, V vocabulary.
 
-The forward pass takes the position of its first token (`start_pos`) and optional per-layer KV
-caches, so that cached decoding (`gpt2/sampler.py`) uses the same code as training.
+The forward pass optionally takes per-layer KV caches and the positions of its tokens, so that
+cached decoding (`gpt2/sampler.py`) runs the same modules as training.
 """
 
 from __future__ import annotations
@@ -18,51 +18,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.config import GPTConfig
-
-
-class Linear(nn.Linear):
-    """nn.Linear: the same parameters, the same y = x W^T + b, with one speed-up for decoding on CPU.
-
-    A decode step multiplies a few rows (the batch) by each weight. With 7 to 15 rows, the CPU BLAS
-    (MKL) reads an (out, in) weight given as the transposed right operand several times over; the
-    same product taken the other way round, y^T = W x^T + b, streams the weight once. For `gpt2`
-    that makes a float32 decode step at batch 8 about 1.1-1.2x faster (BENCHMARKS.md). Other row counts,
-    other dtypes and CUDA (cuBLAS reads either way equally well) take the ordinary path, and so does
-    a weight relaid for a long generation (`gpt2.sampler.decode_layout`), which F.linear reads well.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        mkl_few_rows = x.device.type == "cpu" and x.dtype == torch.float32 and 7 <= rows < 16
-        if not (mkl_few_rows and self.weight.is_contiguous()):
-            return F.linear(x, self.weight, self.bias)
-        xt = x.reshape(rows, self.in_features).t()  # (in, rows)
-        yt = self.weight @ xt if self.bias is None else torch.addmm(self.bias[:, None], self.weight, xt)  # (out, rows)
-        # Copied back to the usual row-major layout (rows x out floats, cheap): attention over a long
-        # KV cache is slower with the transposed view as its query.
-        return yt.t().contiguous().view(*x.shape[:-1], self.out_features)  # (..., out)
+from gpt2.losses import linear_cross_entropy
 
 
 class KVCache(nn.Module):
-    """Keys and values of one layer, preallocated for `max_len` positions and written in place.
+    """Keys and values of one layer, preallocated for `batch_size` rows of `max_len` positions.
 
-    `update(start_pos, k, v)` stores the new (B, nh, T, hs) keys and values at positions
-    [start_pos, start_pos + T) and returns everything cached so far, positions [0, start_pos + T).
+    Every call has the same shapes (gpt-fast's design): `update(input_pos, k, v)` writes the new
+    (B, nh, T, hs) keys and values at positions `input_pos` (T,) in place and returns the whole cache,
+    (B, nh, max_len, hs) each; attention then masks the positions not written yet. A decode step is
+    therefore one fixed-shape computation, which torch.compile turns into one graph (on CUDA, one
+    CUDA-graph replay) for every position.
     """
 
     def __init__(self, batch_size: int, max_len: int, n_head: int, head_size: int, *, device=None, dtype=None):
         super().__init__()
-        shape = (batch_size, n_head, max_len, head_size)  # (B, nh, max_len, hs)
+        shape = (batch_size, n_head, max_len, head_size)  # (B, nh, S, hs), S = max_len
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start_pos + k.size(2)
-        if end > self.k.size(2):
-            raise ValueError(f"KV cache holds {self.k.size(2)} positions; cannot write up to position {end}")
-        self.k[:, :, start_pos:end] = k
-        self.v[:, :, start_pos:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, end, hs) each
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # An indexed write (index_put_), which torch.compile keeps in place: no copy of the cache per step.
+        self.k[:, :, input_pos] = k.to(self.k.dtype)
+        self.v[:, :, input_pos] = v.to(self.v.dtype)
+        return self.k, self.v  # (B, nh, S, hs) each
 
 
 class CausalSelfAttention(nn.Module):
@@ -70,31 +49,22 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)  # fused query, key, value projection
-        self.c_proj = Linear(config.n_embd, config.n_embd)  # output projection (a residual branch)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # fused query, key, value projection
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # output projection (a residual branch)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, input_pos: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        if cache is not None:
-            k, v = cache.update(start_pos, k, v)  # (B, nh, start_pos + T, hs): all positions so far
-        S = k.size(2)  # number of key positions
-        if S == T:
-            # Training, or a prefill of an empty cache: the ordinary lower-triangular mask.
-            mask, is_causal = None, True
-        elif T == 1:
-            # One new token attends to every cached position, itself included: no mask needed.
-            mask, is_causal = None, False
-        else:
-            # T new tokens after S - T cached ones: query i (at position S - T + i) sees keys 0 .. S - T + i.
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)  # (T, S)
-            is_causal = False
-        dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        if cache is None:  # training, evaluation: the ordinary lower-triangular mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        else:  # against the whole cache (B, nh, S, hs); mask (T, S) hides the positions not written yet
+            k, v = cache.update(input_pos, k, v)
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -102,9 +72,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.act = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new": the tanh approximation, not erf
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd)  # a residual branch
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)  # a residual branch
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,8 +91,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), start_pos, cache)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, input_pos: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, input_pos, mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -138,7 +109,7 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: the output head reads the embedding
         if self.lm_head.weight.device.type != "meta":  # a model built on "meta" is filled by a loader instead
             self.init_weights(seed)
@@ -164,8 +135,11 @@ class GPT(nn.Module):
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
 
     def make_kv_caches(self, batch_size: int, max_len: int | None = None, *, device=None, dtype=None) -> list[KVCache]:
-        """One preallocated `KVCache` per layer, for `batch_size` rows of up to `max_len` positions."""
+        """One preallocated `KVCache` per layer, for `batch_size` rows of `max_len` positions (default: the context)."""
         max_len = max_len or self.config.n_positions
+        if max_len > self.config.n_positions:
+            raise ValueError(f"a KV cache of {max_len} positions exceeds the model's context of "
+                             f"{self.config.n_positions} (n_positions)")
         p = self.lm_head.weight
         return [KVCache(batch_size, max_len, self.config.n_head, self.config.head_size,
                         device=device or p.device, dtype=dtype or p.dtype) for _ in range(self.config.n_layer)]
@@ -175,35 +149,45 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         *,
-        start_pos: int = 0,
+        input_pos: torch.Tensor | None = None,
         kv_caches: list[KVCache] | None = None,
         last_logits_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token ids (B, T) -> logits (B, T, V), and the mean cross-entropy against `targets` (B, T)
-        when given (positions with target -100 are ignored).
+        return_hidden: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Token ids (B, T) -> (logits (B, T, V), None): full logits by default.
 
-        `start_pos` is the position of idx[:, 0] in the sequence; with `kv_caches` (one per layer)
-        the keys and values of earlier positions come from the caches. `last_logits_only=True`
-        computes the head for the final position only, giving (B, 1, V): the cheaper path for decoding.
+        targets (B, T): returns (None, mean cross-entropy) instead, positions with target -100 ignored.
+        The loss is taken chunk by chunk from the final hidden states (gpt2/losses.py), so the
+        (B, T, V) logits are never held whole; use `model(idx)` for the logits themselves.
+        return_hidden: (hidden (B, T, C) after the final LayerNorm, None), what the head reads; the
+        distillation loss takes it from student and teacher. last_logits_only: logits (B, 1, V) of
+        the last position only, what a prefill needs.
+
+        Cached decoding: `kv_caches` (one per layer, `make_kv_caches`) and `input_pos` (T,), the
+        positions of idx's tokens. Every token attends to the cache positions <= its own, so the
+        positions after the ones written so far must not be read: generation writes them in order.
         """
         B, T = idx.shape
-        if start_pos + T > self.config.n_positions:
-            raise ValueError(
-                f"sequence reaches position {start_pos + T} but the model's context is "
-                f"{self.config.n_positions} tokens (n_positions)"
-            )
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)  # (T,)
+        if kv_caches is None:
+            if T > self.config.n_positions:
+                raise ValueError(f"sequence of {T} tokens exceeds the model's context of "
+                                 f"{self.config.n_positions} tokens (n_positions)")
+            pos, mask = torch.arange(T, device=idx.device), None  # (T,)
+        else:
+            pos = input_pos
+            S = kv_caches[0].k.size(2)
+            mask = torch.arange(S, device=idx.device) <= input_pos[:, None]  # (T, S): key position <= query's
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, start_pos, kv_caches[i] if kv_caches is not None else None)
+            x = block(x, kv_caches[i] if kv_caches is not None else None, pos, mask)
         x = self.transformer.ln_f(x)  # (B, T, C)
+        if return_hidden:
+            return x, None
+        if targets is not None:
+            return None, linear_cross_entropy(x, self.lm_head.weight, targets)
         if last_logits_only:
             x = x[:, -1:, :]  # (B, 1, C)
-        logits = self.lm_head(x)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return self.lm_head(x), None  # (B, T, V)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count, the tied head counted once (124,439,808 for `gpt2`)."""

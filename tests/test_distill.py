@@ -1,6 +1,6 @@
 """distill.py end to end on a tiny random teacher and tiny shards: the set has the requested size,
 valid shards that decode, a consistent manifest, prompts from the real train split; it is
-deterministic for a seed; the quality filter drops a degenerate continuation; "hard" text is more
+deterministic for a seed; the quality filter drops a degenerate continuation; alpha = -1 text is more
 surprising to the teacher than "sample" text."""
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def test_a_set_of_the_requested_size_with_a_consistent_manifest(world, encoding)
     assert q["distinct_2"] == pytest.approx(len(set(codes)) / len(codes))
     assert q["repeated_4gram_fraction"] == pytest.approx(np.mean([repeated_fraction(g) for g in generated]))
     assert 0 < q["mean_surprisal_nats"] < 2 * np.log(VOCAB)
-    assert manifest["sampling"] == {"strategy": "hard", "beta": 1.0, "min_p": 0.1}  # the sampler's default plausible set
+    assert manifest["sampling"] == {"strategy": "sample", "alpha": -1.0, "weights": "p^-1.0 inside the plausible set",
+                                    "min_p": 0.1}  # distill.py's default
     assert manifest["teacher"]["source"] == world["teacher"] and manifest["seed"] == 0
     assert manifest["command"] == "python distill.py --n_tokens 1000"
 
@@ -117,10 +118,10 @@ def test_deterministic_for_a_seed(world):
     assert shard_bytes("a") != shard_bytes("c")
 
 
-def test_hard_text_is_more_surprising_than_sampled_text(world):
-    """Same teacher, prompts and seed; "hard" draws p^-1 inside the plausible set, "sample" draws p."""
-    hard = distill.distill(config(world, "s-hard", strategy="hard", min_p=0.1, preview=0))
-    sample = distill.distill(config(world, "s-sample", strategy="sample", min_p=0.1, preview=0))
+def test_inverted_text_is_more_surprising_than_sampled_text(world):
+    """Same teacher, prompts and seed; alpha = -1 draws p^-1 inside the plausible set, alpha = 1 draws p."""
+    hard = distill.distill(config(world, "s-hard", alpha=-1.0, min_p=0.1, preview=0))
+    sample = distill.distill(config(world, "s-sample", alpha=1.0, min_p=0.1, preview=0))
     assert [s[:P].tolist() for s in sequences(world["root"] / "s-hard")] == \
         [s[:P].tolist() for s in sequences(world["root"] / "s-sample")]  # the same prompts
     assert hard["quality"]["mean_surprisal_nats"] > sample["quality"]["mean_surprisal_nats"] + 0.3
@@ -173,11 +174,11 @@ def test_a_teacher_that_only_degenerates_stops_with_a_message(world, monkeypatch
 
 def test_command_line(world, capsys):
     comments = field_comments(DistillConfig)
-    assert "hard" in comments["strategy"] and "teacher" in build_parser(DistillConfig).format_help()
-    cfg = parse_config(DistillConfig, ["--strategy", "sample", "--min_p", "0.1", "--fraction", "0.5"])
-    assert cfg.sampling().strategy == "sample" and cfg.sampling().min_p == 0.1 and cfg.fraction == 0.5
+    assert "less probable" in comments["alpha"] and "teacher" in build_parser(DistillConfig).format_help()
+    cfg = parse_config(DistillConfig, ["--alpha", "0.5", "--min_p", "0.2", "--fraction", "0.5"])
+    assert cfg.sampling().alpha == 0.5 and cfg.sampling().min_p == 0.2 and cfg.fraction == 0.5
     for bad, message in ((["--n_tokens", "10", "--fraction", "0.1"], "not both"),
-                         (["--strategy", "sample", "--beta", "2"], "beta"),
+                         (["--alpha", "-1", "--min_p", "0"], "plausible set"),
                          (["--max_token_share", "0"], "max_token_share")):
         with pytest.raises(SystemExit):
             parse_config(DistillConfig, bad)

@@ -166,7 +166,7 @@ def test_cli_writes_json_and_table_with_the_metrics_figures(world):
     saved = out_json(world, "run")
     assert saved["name"] == "bigram" and saved["data"]["whole_split"]
     assert saved["resolved"] == {"seq_len": N_POSITIONS, "stride": N_POSITIONS // 2, "device": "cpu",
-                                 "autocast_dtype": "float32"}
+                                 "precision": "cpu, fp32", "compiled_decoding": False}
 
     # Perplexity: evaluate_perplexity called directly, with the byte and word counts of the text written.
     model = load_model(world["run"])
@@ -176,6 +176,21 @@ def test_cli_writes_json_and_table_with_the_metrics_figures(world):
                                  n_bytes=len(text.encode()), n_words=len(text.split()), progress=False)
     assert saved["perplexity"] == direct.as_dict()
     assert direct.ppl < 200  # it knows most of the text: a model that knew nothing would score ~50,000
+
+    # Perplexity by frequency in the train split: the per-target NLLs, bucketed by hand here.
+    per_token = evaluate_perplexity(model, tokens, seq_len=N_POSITIONS, stride=N_POSITIONS // 2, batch_size=8,
+                                    progress=False, per_token=True)
+    assert per_token.token_nll.shape == (direct.n_tokens,)
+    assert float(per_token.token_nll.astype(np.float64).sum()) == pytest.approx(direct.total_nll, rel=1e-6)
+    train_counts = np.bincount(SplitTokens(world["data"], "train")[:].astype(np.int64), minlength=50257)
+    targets = tokens[:].astype(np.int64)[1:]
+    unseen = train_counts[targets] == 0
+    by_freq = saved["perplexity_by_frequency"]["buckets"]
+    assert by_freq["unseen"]["n_targets"] == int(unseen.sum())
+    assert sum(by_freq[b]["n_targets"] for b in ("head", "mid", "tail", "unseen")) == direct.n_tokens
+    assert by_freq["all"]["ppl"] == pytest.approx(direct.ppl, rel=1e-5)
+    if unseen.any():
+        assert by_freq["unseen"]["mean_nll"] == pytest.approx(float(per_token.token_nll[unseen].mean()), rel=1e-5)
 
     # Continuations: regenerated here from the passage offsets the module docstring promises.
     n, P, G = len(tokens), 16, 8

@@ -1,5 +1,5 @@
-"""Knowledge distillation: kd_loss against torch's own KL divergence and the analytic gradient;
-make_student against the teacher it is cut from."""
+"""Knowledge distillation: the chunked loss (gpt2/losses.py) against torch's own KL divergence and the
+analytic gradient; make_student against the teacher it is cut from."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.config import GPTConfig
-from gpt2.kd import every_other_layer, kd_loss, make_student
+from gpt2.kd import every_other, make_student, student_layers
+from gpt2.losses import linear_kd_loss
 from gpt2.model import GPT
 
 V = 50
+EYE = torch.eye(V)  # an output weight that makes the hidden states the logits themselves
+
+
+def kd_loss(student, teacher, targets, **kw):
+    """The chunked loss with the identity as both heads: logits = hidden, so the reference formulas apply as they are."""
+    return linear_kd_loss(student, EYE, teacher, EYE, targets, chunk_size=5, **kw)
 
 
 def batch(seed: int = 0, masked: int = 3):
@@ -66,7 +73,7 @@ def test_kd_loss_rejects_bad_settings():
     with pytest.raises(ValueError, match="kd_alpha"):
         kd_loss(student, teacher, targets, temperature=1.0, alpha=1.5)
     with pytest.raises(ValueError, match="vocabulary"):
-        kd_loss(student, teacher[..., :-1], targets, temperature=1.0, alpha=0.5)
+        linear_kd_loss(student, EYE, teacher[..., :-1], EYE[:-1, :-1], targets, temperature=1.0, alpha=0.5)
 
 
 @pytest.fixture
@@ -80,9 +87,14 @@ def test_a_student_with_every_layer_is_the_teacher(teacher):
     assert torch.equal(student(idx)[0], teacher(idx)[0])
 
 
-def test_every_other_layer_student(teacher):
-    student = make_student(teacher)  # default: DistilGPT2's every other layer
-    assert every_other_layer(4) == [0, 2] and every_other_layer(5) == [0, 2, 4]
+def test_distilgpt2_layers_by_default():
+    assert student_layers(12) == [0, 2, 4, 7, 9, 11]  # DistilGPT2's choice, from transformers' extract.py
+    assert student_layers(4) == [0, 3] and student_layers(6) == [0, 2, 5]
+    assert every_other(12) == [0, 2, 4, 6, 8, 10] and every_other(5) == [0, 2, 4]
+
+
+def test_student_from_teacher_layers(teacher):
+    student = make_student(teacher, every_other(4))
     assert student.config.n_layer == 2 and student.config.n_embd == teacher.config.n_embd
     t, s = teacher.state_dict(), student.state_dict()
     for name in ("transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"):

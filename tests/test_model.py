@@ -80,11 +80,11 @@ def test_causality_future_tokens_do_not_change_past_logits():
     assert not torch.allclose(a[:, 8:], b[:, 8:])
 
 
-def test_start_pos_uses_the_true_position_embedding():
+def test_input_pos_uses_the_true_position_embedding():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (1, 1))
-    a, _ = model(idx, start_pos=0)
-    b, _ = model(idx, start_pos=5)
+    a, _ = model(idx, input_pos=torch.tensor([0]), kv_caches=model.make_kv_caches(1, 8))
+    b, _ = model(idx, input_pos=torch.tensor([5]), kv_caches=model.make_kv_caches(1, 8))
     assert not torch.allclose(a, b)
 
 
@@ -93,24 +93,24 @@ def test_cached_forward_equals_full_recomputation(prefill):
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 24))
     full, _ = model(idx)
-    caches = model.make_kv_caches(2, 24)
+    caches = model.make_kv_caches(2, 32)  # more positions than used: the mask must hide the rest
+    pos = torch.arange(32)
     with torch.no_grad():
-        parts = [model(idx[:, :prefill], kv_caches=caches)[0]]
-        # a chunk of several new tokens after a prefill (needs the rectangular causal mask) ...
-        parts.append(model(idx[:, prefill:prefill + 3], start_pos=prefill, kv_caches=caches)[0])
+        parts = [model(idx[:, :prefill], input_pos=pos[:prefill], kv_caches=caches)[0]]
+        # a chunk of several new tokens after a prefill (a rectangular causal mask) ...
+        parts.append(model(idx[:, prefill:prefill + 3], input_pos=pos[prefill:prefill + 3], kv_caches=caches)[0])
         # ... then one token at a time.
         for t in range(prefill + 3, 24):
-            parts.append(model(idx[:, t:t + 1], start_pos=t, kv_caches=caches)[0])
+            parts.append(model(idx[:, t:t + 1], input_pos=pos[t:t + 1], kv_caches=caches)[0])
     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
 
 
 def test_context_overflow_is_a_clear_error():
     model = GPT(TINY)
-    with pytest.raises(ValueError, match="context is 32 tokens"):
+    with pytest.raises(ValueError, match="33 tokens exceeds the model.s context of 32 tokens"):
         model(torch.zeros(1, 33, dtype=torch.long))
-    caches = model.make_kv_caches(1, 8)
-    with pytest.raises(ValueError, match="KV cache holds 8 positions"):
-        model(torch.zeros(1, 9, dtype=torch.long), kv_caches=caches)
+    with pytest.raises(ValueError, match="cache of 33 positions exceeds the model's context of 32"):
+        model.make_kv_caches(1, 33)
 
 
 def test_hf_config_round_trip():
@@ -129,35 +129,27 @@ def test_dropout_only_in_training_mode():
     assert not torch.allclose(model(idx)[0], model(idx)[0])
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_linear_equals_nn_linear_for_every_row_count(bias):
-    """gpt2.model.Linear takes another route for 7-15 rows on CPU; values and gradients must not change."""
-    from gpt2.model import Linear
+def test_hidden_states_are_what_the_head_reads():
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, TINY.vocab_size, (2, 9))
+    hidden, none = model(idx, return_hidden=True)
+    assert hidden.shape == (2, 9, TINY.n_embd) and none is None
+    torch.testing.assert_close(model.lm_head(hidden), model(idx)[0], rtol=0, atol=0)
 
+
+def test_loss_path_returns_no_logits_and_its_gradients_match_full_logits():
+    """model(idx, targets) takes the chunked loss (gpt2/losses.py): same value and gradients as the full logits'."""
+    model = GPT(TINY, seed=2).train()
+    idx, targets = torch.randint(0, TINY.vocab_size, (2, 2, 11)).unbind(0)
+    targets[1, 3:] = -100
     torch.manual_seed(0)
-    ours = Linear(48, 80, bias=bias)
-    with torch.no_grad():
-        if bias:
-            ours.bias.normal_()
-    for shape in [(1, 48), (6, 48), (7, 48), (8, 1, 48), (3, 5, 48), (15, 48), (16, 48), (4, 9, 48)]:
-        x = torch.randn(shape, requires_grad=True)
-        y = ours(x)
-        ref_x = x.detach().clone().requires_grad_()
-        ref = torch.nn.functional.linear(ref_x, ours.weight, ours.bias)
-        assert y.shape == ref.shape == (*shape[:-1], 80)
-        assert (y - ref).abs().max().item() <= 1e-5, shape
-        grads = torch.autograd.grad(y.square().sum(), [x, ours.weight])
-        ref_grads = torch.autograd.grad(ref.square().sum(), [ref_x, ours.weight])
-        for g, r in zip(grads, ref_grads):
-            assert (g - r).abs().max().item() <= 1e-4 * max(1.0, r.abs().max().item()), shape
-
-
-def test_decode_step_at_batch_8_matches_the_full_forward():
-    """Batch 8, one token against the caches: the 7-15-row route through every Linear and the head."""
-    model = GPT(TINY, seed=3).eval()
-    idx = torch.randint(0, TINY.vocab_size, (8, 12), generator=torch.Generator().manual_seed(1))
-    full, _ = model(idx)  # (8, 12, V): 96 rows, the ordinary route
-    caches = model.make_kv_caches(8, 12)
-    model(idx[:, :11], kv_caches=caches)
-    step, _ = model(idx[:, 11:], start_pos=11, kv_caches=caches)  # (8, 1, V)
-    assert (step[:, 0] - full[:, -1]).abs().max().item() <= 1e-5
+    logits, loss = model(idx, targets)
+    assert logits is None
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    torch.manual_seed(0)  # the same dropout masks
+    full, _ = model(idx)
+    reference = torch.nn.functional.cross_entropy(full.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    ref_grads = torch.autograd.grad(reference, list(model.parameters()))
+    assert abs(loss.item() - reference.item()) <= 1e-5
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.loader import IGNORE_INDEX, EvalBatches
+from gpt2.device import autocast
+from gpt2.losses import linear_cross_entropy
 
 
 def _exp(x: float) -> float:
@@ -38,6 +40,7 @@ class PerplexityResult:
     stride: int  # tokens between window starts
     n_bytes: int | None = None  # UTF-8 bytes of the evaluated text, when given
     n_words: int | None = None  # whitespace-separated words of the evaluated text, when given
+    token_nll: np.ndarray | None = None  # (n_tokens,) float32 NLL of each target t[1..n-1], in order (per_token=True)
 
     @property
     def loss(self) -> float:
@@ -76,17 +79,20 @@ def evaluate_perplexity(
     stride: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    autocast_dtype: torch.dtype | None = None,
+    autocast_dtype: torch.dtype = torch.float32,
     n_bytes: int | None = None,
     n_words: int | None = None,
     progress: bool = True,
+    per_token: bool = False,
 ) -> PerplexityResult:
     """Score every next-token target of `tokens` once, in order, with windows of `seq_len` tokens.
 
     `tokens`: anything with len() whose slices are integer arrays (a `data.loader.SplitTokens`, a
     NumPy array). `model` is a `GPT` already on `device`; it is put in eval mode for the call and
     its training flag restored afterwards. `autocast_dtype` (e.g. torch.bfloat16) runs the forward
-    pass under autocast; the cross-entropy is always taken in float32.
+    pass under autocast (float32: none); the cross-entropy is always taken in float32, chunk by chunk from
+    the final hidden states (gpt2/losses.py), so the (B, T, V) logits are never held whole.
+    `per_token` also keeps the NLL of every target, in order (the windows score each target once, in order).
     """
     n_positions = model.config.n_positions
     if not 1 <= seq_len <= n_positions:
@@ -100,19 +106,21 @@ def evaluate_perplexity(
     was_training = model.training
     model.eval()
     total_nll = torch.zeros((), dtype=torch.float64, device=device)
-    n_scored = 0
+    n_scored, token_nll = 0, []
     try:
         with torch.inference_mode():
             for x, y in tqdm(batches, desc=f"perplexity T={seq_len} stride={batches.stride}", unit="batch",
                              disable=not progress):
                 n_scored += int((y != IGNORE_INDEX).sum())
                 x, y = x.to(device), y.to(device)  # (B, T) each
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits, _ = model(x)  # (B, T, V)
-                nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum",
-                                      ignore_index=IGNORE_INDEX)
-                total_nll += nll.double()  # no .item() here: the device keeps running ahead
+                with autocast(device, autocast_dtype):
+                    hidden, _ = model(x, return_hidden=True)  # (B, T, C)
+                    nll = linear_cross_entropy(hidden, model.lm_head.weight, y, reduction="none")  # (B*T,), 0 if ignored
+                total_nll += nll.double().sum()  # no .item() here: the device keeps running ahead
+                if per_token:
+                    token_nll.append(nll[y.flatten() != IGNORE_INDEX].float().cpu())  # row by row: target order
     finally:
         model.train(was_training)
     assert n_scored == batches.n_scored, f"scored {n_scored} targets, expected {batches.n_scored}"
-    return PerplexityResult(float(total_nll), n_scored, seq_len, batches.stride, n_bytes, n_words)
+    return PerplexityResult(float(total_nll), n_scored, seq_len, batches.stride, n_bytes, n_words,
+                            torch.cat(token_nll).numpy() if per_token else None)
