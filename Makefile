@@ -44,7 +44,7 @@ $(DATA)/manifest.json: | install
 # Each step writes a new folder and refuses to overwrite a finished run: `make experiment-clean` to redo.
 OFFLINE ?=
 RUNS ?= runs
-HARD ?= shards/distilled-hard
+INVERTED ?= shards/distilled-inverted
 SAMPLE ?= shards/distilled-sample
 SUBSET ?= shards/subset
 ifeq ($(OFFLINE),1)
@@ -64,17 +64,16 @@ else
 BASE := --init gpt2
 OPTIM :=
 SCRATCH_LR :=
-# the KD loss holds ~10 float32 copies of the (B, T, V) logits: 8 rows of 1024 need ~17 GB
-STUDENT_FLAGS := --micro_batch_size 8
+STUDENT_FLAGS :=
 FINETUNE_STEPS :=
 RETRAIN_STEPS := --max_steps 60 --eval_interval 10
 DISTILL_SIZE := --fraction 0.25 --batch_size 128
-STUDENT_LAYERS := 0 2 4 6 8 10
+STUDENT_LAYERS := 0 2 4 7 9 11
 EVAL_FLAGS :=
 endif
-# hard: p^-beta inside the plausible set {p >= 0.1 p_max}; its control: ordinary sampling in the same set
-HARD_STRATEGY := --strategy hard --min_p 0.1 --beta 1.0
-SAMPLE_STRATEGY := --strategy sample --min_p 0.1
+# inverted: weights p^-1 inside the plausible set {p >= 0.1 p_max}; its control: ordinary sampling (p^1) in the same set
+INVERTED_STRATEGY := --alpha -1 --min_p 0.1
+SAMPLE_STRATEGY := --alpha 1 --min_p 0.1
 
 .PHONY: finetune distill retrain eval report experiment-clean
 
@@ -86,23 +85,23 @@ ARGS ?=
 finetune: install $(DATA)/manifest.json  ## fine-tune the base model (gpt2; OFFLINE=1: a scratch model) on $(DATA) -> $(RUNS)/finetune
 	$(LAUNCH) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(FINETUNE_STEPS) --data_dir $(DATA) --out_dir $(RUNS)/finetune $(ARGS)
 
-distill: install  ## the teacher's synthetic sets (hard, and sample as control) + real text at the same budget
-	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(HARD_STRATEGY) $(DISTILL_SIZE) --out_dir $(HARD)
+distill: install  ## the teacher's synthetic sets (inverted p^-1, and ordinary sampling as control) + real text at the same budget
+	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(INVERTED_STRATEGY) $(DISTILL_SIZE) --out_dir $(INVERTED)
 	$(PY) distill.py --teacher $(RUNS)/finetune --data_dir $(DATA) $(SAMPLE_STRATEGY) $(DISTILL_SIZE) --out_dir $(SAMPLE)
-	$(PY) -m data.subset --data_dir $(DATA) --like $(HARD) --out_dir $(SUBSET)
+	$(PY) -m data.subset --data_dir $(DATA) --like $(INVERTED) --out_dir $(SUBSET)
 
 retrain: install  ## the base model on each set, same steps, val on the real val split; and the KD student
-	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(HARD) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-hard
+	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(INVERTED) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-inverted
 	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(SAMPLE) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-sample
 	$(PY) train.py $(BASE) $(OPTIM) $(SCRATCH_LR) $(RETRAIN_STEPS) --data_dir $(SUBSET) --val_data_dir $(DATA) --out_dir $(RUNS)/retrain-subset
 	$(PY) train.py --init $(RUNS)/finetune --init_layers $(STUDENT_LAYERS) --teacher $(RUNS)/finetune $(OPTIM) $(STUDENT_FLAGS) \
-		$(RETRAIN_STEPS) --data_dir $(HARD) --val_data_dir $(DATA) --out_dir $(RUNS)/student
+		$(RETRAIN_STEPS) --data_dir $(INVERTED) --val_data_dir $(DATA) --out_dir $(RUNS)/student
 
 eval: install  ## test-split perplexity, BLEU, ROUGE of every model -> results/; then the experiment table
 ifneq ($(OFFLINE),1)
 	$(PY) evaluate.py --model gpt2 --data_dir $(DATA) $(EVAL_FLAGS)
 endif
-	for run in finetune retrain-hard retrain-sample retrain-subset student; do \
+	for run in finetune retrain-inverted retrain-sample retrain-subset student; do \
 		$(PY) evaluate.py --model $(RUNS)/$$run --data_dir $(DATA) $(EVAL_FLAGS) || exit 1; done
 	$(PY) report.py
 
@@ -110,17 +109,17 @@ report: install  ## results/experiment.md (+ plots with matplotlib) from what ev
 	$(PY) report.py
 
 experiment-clean:  ## delete the experiment's runs, sets and results (not the prepared data)
-	rm -rf $(RUNS)/finetune $(RUNS)/retrain-hard $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
-		$(HARD) $(SAMPLE) $(SUBSET) results
+	rm -rf $(RUNS)/finetune $(RUNS)/retrain-inverted $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
+		$(INVERTED) $(SAMPLE) $(SUBSET) results
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=
 
 bench: install  ## quick CPU speed check vs transformers: gpt2 shape, T=64 -> bench.json (BENCH_FLAGS="--append_md BENCHMARKS.md")
 	$(PY) bench.py --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
-		--new_tokens 16 --uncached_new_tokens 4 --repeats 15 --warmup 1 --compare_hf $(BENCH_FLAGS)
+		--new_tokens 128 --uncached_new_tokens 4 --repeats 15 --warmup 1 --compile_decode --compare_hf $(BENCH_FLAGS)
 
-bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, CUDA-graph decode at batch 1
+bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, generation with CUDA-graph decode
 	$(PY) bench.py --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)
 
 bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, generation at batch 1 and 32

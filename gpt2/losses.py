@@ -1,7 +1,8 @@
 """Losses of the language-model head that never hold the whole (B, T, V) float32 logits.
 
-    linear_cross_entropy  cross_entropy(hidden @ weight.T, targets): what GPT.forward computes from its logits
-    linear_kd_loss        kd_loss (gpt2/kd.py) of the student's and teacher's hidden @ weight.T
+    linear_cross_entropy  cross_entropy(hidden @ weight.T, targets), as F.cross_entropy of the logits
+    linear_kd_loss        alpha * T^2 * KL(teacher || student, both softened by T) + (1 - alpha) * CE(student),
+                          the distillation loss (Hinton et al., 2015) of the two models' hidden @ weight.T
 
 At the gpt2 shape one (B, T) = (2, 1024) batch has 2,048 x 50,257 logits: 412 MB in float32, and the
 plain loss keeps three or four such tensors alive (logits, log-softmax, their gradients; twice that
@@ -48,21 +49,22 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     chunk_size = _check_chunk_size(chunk_size)
     h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
     if reduction == "none":
-        return torch.cat([checkpoint(_nll_rows, h[i:i + chunk_size], weight, y[i:i + chunk_size], use_reentrant=False)
-                          for i in range(0, h.size(0), chunk_size)])  # (N,)
+        chunks = [slice(i, i + chunk_size) for i in range(0, h.size(0), chunk_size)]
+        return torch.cat([checkpoint(_nll_rows, h[rows], weight, y[rows], use_reentrant=False) for rows in chunks])
     return _LinearCrossEntropy.apply(h, weight, y, reduction == "mean", chunk_size, _matmul_dtype(hidden),
                                      torch.is_grad_enabled())
 
 
-def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: torch.Tensor, teacher_weight: torch.Tensor,
-                   targets: torch.Tensor, *, temperature: float, alpha: float,
+def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: torch.Tensor,
+                   teacher_weight: torch.Tensor, targets: torch.Tensor, *, temperature: float, alpha: float,
                    chunk_size: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, targets).
 
     hidden (B, T, C) and teacher_hidden (B, T, C') are the two models' final hidden states, weight (V, C)
     and teacher_weight (V, C') their heads. Both terms are means over the valid positions (0 when there
-    are none); the KL is summed over the vocabulary: the formula of gpt2/kd.py's kd_loss. No gradient
-    reaches the teacher. Returns (loss, {"kl", "ce"} detached).
+    are none); the KL is summed over the vocabulary. Why T^2: the gradient of the softened KL scales as
+    1 / T^2, so multiplying by T^2 keeps the two terms on the same scale whatever the temperature.
+    No gradient reaches the teacher. Returns (loss, {"kl", "ce"} detached).
     """
     if not temperature > 0:
         raise ValueError(f"kd temperature (--kd_temperature) must be > 0, got {temperature}")
@@ -141,7 +143,8 @@ def _scaled(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tenso
     return None if grad is None else grad.mul_(grad_output)
 
 
-def _cross_entropy_rows(logits: torch.Tensor, y: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _cross_entropy_rows(logits: torch.Tensor, y: torch.Tensor,
+                        with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The NLL of each row of float32 logits (n, V) against targets y (n,), 0 where y is ignored; and
     with_grad, d NLL_i / d logits_i = softmax - onehot(y) (n, V), written over `logits` (the chunk's
     largest buffer, reused), for every row: the caller masks the ignored ones."""
@@ -163,7 +166,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, mean: bool, chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
         valid = targets != IGNORE_INDEX  # (N,)
         n_valid = valid.sum()
-        # With no valid row the mean is nan (0 / 0, as F.cross_entropy) and every gradient 0, as its are.
+        # With no valid row the mean is nan (0 / 0) and every gradient 0, as F.cross_entropy gives.
         row_scale = (valid / n_valid.clamp(min=1) if mean else valid.float()).unsqueeze(1)  # (N, 1)
         grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
         w = weight.to(dtype)  # (V, C): cast once for all chunks
@@ -171,18 +174,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for i in range(0, hidden.size(0), chunk_size):
             rows = slice(i, i + chunk_size)
             h = hidden[rows].to(dtype)  # (n, C)
-            nll, grad_logits = _cross_entropy_rows((h @ w.t()).float(), targets[rows], grads.wanted)  # logits (n, V)
+            logits = (h @ w.t()).float()  # (n, V)
+            nll, grad_logits = _cross_entropy_rows(logits, targets[rows], grads.wanted)  # grad_logits is logits
             total += nll.sum()
             if grads.wanted:
                 grads.add(h, w, grad_logits.mul_(row_scale[rows]))
-            del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
+            del logits, grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
         ctx.save_for_backward(*grads.result())
         return total / n_valid if mean else total
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), None, None, None, None, None
+        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), *[None] * 5
 
 
 def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float,
@@ -220,7 +224,7 @@ class _LinearKD(torch.autograd.Function):
         for i in range(0, hidden.size(0), chunk_size):
             rows = slice(i, i + chunk_size)
             h = hidden[rows].to(dtype)  # (n, C)
-            kl, nll, grad_logits = _kd_rows(  # the student's and teacher's logits (n, V), unnamed: _kd_rows frees them
+            kl, nll, grad_logits = _kd_rows(  # the two models' logits (n, V), unnamed: _kd_rows frees them
                 (h @ w.t()).float(), (teacher_hidden[rows].to(dtype) @ teacher_w.t()).float(), targets[rows],
                 temperature, alpha, grads.wanted)
             kl_sum, ce_sum = kl_sum + kl.sum(), ce_sum + nll.sum()
@@ -235,4 +239,4 @@ class _LinearKD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_kl, _grad_ce):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), None, None, None, None, None, None, None, None
+        return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), *[None] * 8  # nothing to the teacher

@@ -1,5 +1,5 @@
 """Chunked, fused head losses (gpt2/losses.py) against the plain ones that hold every logit:
-F.linear + F.cross_entropy, and kd_loss's formula written out below. Values and gradients agree to
+F.linear + F.cross_entropy, and the distillation formula written out below. Values and gradients agree to
 1e-5 in float32 for chunk sizes that do and do not divide the N = B * T rows; no tensor of N x V is
 ever created."""
 
@@ -36,7 +36,7 @@ def reference_ce(hidden, weight, targets, reduction="mean"):
 
 
 def reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, *, temperature, alpha):
-    """gpt2/kd.py's kd_loss on the full logits."""
+    """The distillation loss on the full logits, as gpt2/kd.py's kd_loss computed it before gpt2/losses.py."""
     student = F.linear(hidden, weight).float().view(-1, V)  # (N, V)
     with torch.no_grad():
         teacher = F.linear(teacher_hidden, teacher_weight).float().view(-1, V)  # (N, V)
@@ -109,6 +109,7 @@ def test_a_frozen_head_gets_no_gradient():
 def test_without_grad_the_value_is_the_same_and_no_gradient_is_computed(grad_mode, monkeypatch):
     hidden, weight, teacher_hidden, teacher_weight, targets = draw()
     expected_ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
+    expected_rows = linear_cross_entropy(hidden, weight, targets, reduction="none", chunk_size=16)
     expected_kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0,
                                     alpha=0.5, chunk_size=16)
 
@@ -118,10 +119,11 @@ def test_without_grad_the_value_is_the_same_and_no_gradient_is_computed(grad_mod
     monkeypatch.setattr("gpt2.losses._HeadGrads.add", no_gradient_work)
     with grad_mode():
         ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
+        rows = linear_cross_entropy(hidden, weight, targets, reduction="none", chunk_size=16)
         kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5,
                                chunk_size=16)
-    assert ce.grad_fn is None and kd.grad_fn is None
-    assert torch.equal(ce, expected_ce) and torch.equal(kd, expected_kd)
+    assert ce.grad_fn is None and rows.grad_fn is None and kd.grad_fn is None
+    assert torch.equal(ce, expected_ce) and torch.equal(rows, expected_rows) and torch.equal(kd, expected_kd)
 
 
 def test_all_targets_ignored():
@@ -246,19 +248,22 @@ def test_no_tensor_holds_every_logit():
         assert largest.numel == 64 * V  # (chunk, V) logits; N x V would be 32 times more
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
-def test_compiled_whole_graph_gives_the_same_loss_and_gradients(backend):
-    """torch.compile(fullgraph=True) of a model-like step (tied embedding and head): no graph break, same numbers.
-    aot_eager checks the tracing in a few seconds; inductor (C++ compilation, ~20 s on 2 cores) the generated code."""
+@pytest.mark.parametrize("backend, autocast", [("aot_eager", False), ("aot_eager", True),
+                                               pytest.param("inductor", False, marks=pytest.mark.slow)])
+def test_compiled_whole_graph_gives_the_same_loss_and_gradients(backend, autocast):
+    """torch.compile(fullgraph=True) of a model-like step (tied embedding and head): no graph break, same numbers,
+    with and without bf16 autocast inside. aot_eager checks the tracing in a few seconds; inductor (C++
+    compilation, ~20 s on 2 cores) the generated code."""
     _, weight, teacher_hidden, teacher_weight, targets = draw()
     idx = torch.randint(0, V, (B, T))
     mix = torch.randn(C, C, requires_grad=True)
 
     def step(idx, targets):
-        hidden = F.layer_norm(torch.tanh(F.embedding(idx, weight) @ mix), (C,))  # (B, T, C)
-        ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
-        kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5,
-                               chunk_size=16)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            hidden = F.layer_norm(torch.tanh(F.embedding(idx, weight) @ mix), (C,))  # (B, T, C)
+            ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
+            kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0,
+                                   alpha=0.5, chunk_size=16)
         return ce + kd
 
     torch._dynamo.reset()
