@@ -75,7 +75,7 @@ endif
 INVERTED_STRATEGY := --alpha -1 --min_p 0.1
 SAMPLE_STRATEGY := --alpha 1 --min_p 0.1
 
-.PHONY: finetune distill retrain eval report experiment-clean
+.PHONY: finetune distill retrain eval report experiment-clean study study-gpt2
 
 # NGPU=8: data-parallel over 8 GPUs through torchrun (lower --micro_batch_size in ARGS if memory runs out)
 NGPU ?= 1
@@ -111,6 +111,22 @@ report: install  ## results/experiment.md (+ plots with matplotlib) from what ev
 experiment-clean:  ## delete the experiment's runs, sets and results (not the prepared data)
 	rm -rf $(RUNS)/finetune $(RUNS)/retrain-inverted $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
 		$(INVERTED) $(SAMPLE) $(SUBSET) results
+
+# ---- the study: a dose-response sweep of alpha with seeds, controls and tail metrics (study.py) ---------
+STUDY_DATA ?= shards/wikitext2-offline
+STUDY_ARGS ?=
+
+$(STUDY_DATA)/manifest.json: | install
+	$(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
+
+study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small scratch teacher and arms, offline splits -> results/study/
+	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
+
+# On a GPU, with the real splits: gpt2 fine-tuned as the teacher, gpt2 retrained on every set, T = 1024.
+study-gpt2: install $(DATA)/manifest.json  ## the same sweep with GPT-2 itself (a GPU) -> results/study-gpt2/
+	$(PY) study.py --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 --teacher_init gpt2 \
+		--arm_init gpt2 --teacher_steps 220 --teacher_lr 1e-4 --arm_lr 1e-4 --seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 \
+		--set_tokens 600000 --eval_tokens 0 --gen_passages 200 --gen_prompt_tokens 128 --gen_new_tokens 64 $(STUDY_ARGS)
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=

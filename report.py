@@ -280,9 +280,9 @@ def study_report(results_dir: str | Path) -> str:
         return ({"subset": 1, "base": 3}.get(name, 2), name)
 
     arms = {name: arm_summary(runs) for name, runs in sorted(study_arms(results_dir).items(), key=lambda kv: order(kv[0]))}
-    teacher = read_json(results_dir / "teacher.json") if (results_dir / "teacher.json").exists() else None
-    if teacher:
-        arms["teacher"] = arm_summary([teacher])
+    for single in ("base", "teacher"):  # a base model that is not trained from scratch is one model, not one per seed
+        if (results_dir / f"{single}.json").exists():
+            arms[single] = arm_summary([read_json(results_dir / f"{single}.json")])
     ngram = read_json(results_dir / "ngram.json") if (results_dir / "ngram.json").exists() else None
     sets = [r for r in (read_json(p) for p in sorted((results_dir / "sets").glob("*.json"))) if r]
     if not arms:

@@ -65,15 +65,16 @@ class StudyConfig:
     prompt_tokens: int = 32  # real tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds to each prompt
     eval_tokens: int = 60_000  # evaluate on this prefix of the test split (the whole split: 0)
-    # the teacher (trained from scratch on the train split)
+    # the teacher, trained on the train split: from scratch (the sizes below) or fine-tuned from a model
+    teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2: the GPU recipe, `make study-gpt2`)
     teacher_layers: int = 4
     teacher_heads: int = 4
     teacher_width: int = 256
     teacher_steps: int = 400
     teacher_lr: float = 2e-3
     teacher_dropout: float = 0.1
-    # the arms (the same small architecture for every set)
-    arm_layers: int = 2
+    # the arms: the same model trained on every set, from scratch (the sizes below) or from a model (e.g. gpt2)
+    arm_init: str = "scratch"  # "scratch", or any train.py --init source
     arm_heads: int = 4
     arm_width: int = 128
     arm_epochs: float = 2.0  # passes over a set (the same steps for every arm: the sets have one size)
@@ -81,6 +82,7 @@ class StudyConfig:
     arm_dropout: float = 0.1
     seq_len: int = 256  # training rows and evaluation windows
     batch_tokens: int = 4096  # tokens per optimizer step
+    micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step
     kd: bool = True  # also train the KD students (step 5)
     gen_passages: int = 40  # continuation task: passages of the test tokens, for BLEU / ROUGE
     gen_prompt_tokens: int = 64  # continuation task: the prompt of each passage
@@ -142,7 +144,7 @@ class Study:
         if done.exists():
             return run_dir
         cfg = self.cfg
-        settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.batch_tokens // cfg.seq_len,
+        settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.micro_batch_size or cfg.batch_tokens // cfg.seq_len,
                         total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device, out_dir=str(run_dir),
                         resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, warmup_steps=10)
         self.say(f"training {name}")
@@ -167,16 +169,20 @@ class Study:
     # ---- 2. the teacher
     def teacher(self) -> Path:
         cfg = self.cfg
-        run = self.train_run("teacher", init="scratch", n_layer=cfg.teacher_layers, n_head=cfg.teacher_heads,
-                             n_embd=cfg.teacher_width, max_steps=cfg.teacher_steps, lr=cfg.teacher_lr,
-                             min_lr=cfg.teacher_lr / 20, dropout=cfg.teacher_dropout, data_dir=cfg.data_dir,
-                             seed=1337, eval_interval=max(1, cfg.teacher_steps // 8))
+        shape = dict(n_layer=cfg.teacher_layers, n_head=cfg.teacher_heads, n_embd=cfg.teacher_width)
+        run = self.train_run("teacher", init=cfg.teacher_init, **(shape if cfg.teacher_init == "scratch" else {}),
+                             max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, min_lr=cfg.teacher_lr / 20,
+                             dropout=cfg.teacher_dropout, data_dir=cfg.data_dir, seed=1337,
+                             eval_interval=max(1, cfg.teacher_steps // 8))
         self.evaluate_run("teacher", run)
         return run
 
     def base(self) -> None:
-        """The arms' architecture before any training, one init per seed: the floor every arm starts from."""
+        """The arms' model before any training on a set (one random init per seed from scratch): where every arm starts."""
         cfg = self.cfg
+        if cfg.arm_init != "scratch":
+            self.evaluate_run("base", Path(cfg.arm_init))
+            return
         for seed in cfg.seeds:
             path = self.results / f"base-s{seed}.json"
             if path.exists():
@@ -234,16 +240,18 @@ class Study:
     def arm(self, name: str, set_dir: Path, seed: int) -> dict:
         cfg = self.cfg
         steps = max(1, round(cfg.arm_epochs * cfg.set_tokens / cfg.batch_tokens))
-        run = self.train_run(f"{name}-s{seed}", init="scratch", n_layer=cfg.arm_layers, n_head=cfg.arm_heads,
-                             n_embd=cfg.arm_width, max_steps=steps, lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20,
-                             dropout=cfg.arm_dropout, data_dir=str(set_dir), seed=seed)
+        shape = dict(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width)
+        run = self.train_run(f"{name}-s{seed}", init=cfg.arm_init, **(shape if cfg.arm_init == "scratch" else {}),
+                             max_steps=steps, lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20, dropout=cfg.arm_dropout,
+                             data_dir=str(set_dir), seed=seed)
         return self.evaluate_run(f"{name}-s{seed}", run)
 
     # ---- 5. knowledge distillation
     def students(self, teacher: Path, sets: dict[str, dict[int, Path]]) -> None:
         cfg = self.cfg
         best = self.best_alpha()
-        choices = {"distilgpt2": student_layers(cfg.teacher_layers), "every-other": every_other(cfg.teacher_layers)}
+        n_layer = load_model(str(teacher)).config.n_layer
+        choices = {"distilgpt2": student_layers(n_layer), "every-other": every_other(n_layer)}
         steps = max(1, round(cfg.arm_epochs * cfg.set_tokens / cfg.batch_tokens))
         for seed in cfg.seeds:
             for data, layers in (("subset", "distilgpt2"), (alpha_name(best), "distilgpt2"), (alpha_name(best), "every-other")):

@@ -3,10 +3,12 @@
 # (estimated: not yet run on a GPU), so that each fits a 10-minute call (the step limits below add up
 # to under 600 s per part). Part 1 holds the issue's targets: run it first when GPU time is short.
 #
-#   bash benchmarks/gpu_check.sh 1 OUT_DIR   # CUDA tests; train.py's step (bf16, compile, B=8/16/32,
-#                                            # T=1024); generation at batch 1/8/32 (+ CUDA-graph decode)
+#   bash benchmarks/gpu_check.sh 1 OUT_DIR   # CUDA tests; train.py's own step (bf16, compile, chunked
+#                                            # loss, B=8/16/32, T=1024); generate() at batch 1/8/32,
+#                                            # eager and compiled (CUDA graphs), as distill/evaluate run it
 #   bash benchmarks/gpu_check.sh 2 OUT_DIR   # the same against transformers; train.py end to end
-#                                            # (compile, checkpoints, eval) alone and under torchrun
+#                                            # (compile, checkpoints, eval) alone, under torchrun (DDP), and
+#                                            # with --fsdp --activation_checkpointing
 #
 # It runs $PYTHON (default python3) as it is, with no install step: a machine without network needs
 # torch, numpy, tqdm, tiktoken, pytest (and transformers for part 2) already there. Part 2's train.py
@@ -39,15 +41,15 @@ case $part in
     nvidia-smi
     "$PY" -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'
     # The tests that skip without CUDA, and the model/sampler tests on this machine's torch.
-    step tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_bench.py \
-        tests/test_model.py tests/test_sampler.py "tests/test_data.py::test_train_batches_on_cuda_match_cpu" \
+    step tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_bench.py \
+        tests/test_model.py tests/test_sampler.py tests/test_losses.py "tests/test_data.py::test_train_batches_on_cuda_match_cpu" \
         "tests/test_weights.py::test_loads_onto_cuda_and_saves_from_it"
     # Target: >= 500K tokens/s for gpt2 at T=1024, bf16 with compile.
-    step train 270 "$PY" bench.py --device cuda --what train --batch_sizes 8 16 32 --seq_len 1024 --compile \
+    step train 250 "$PY" bench.py --device cuda --what train --batch_sizes 8 16 32 --seq_len 1024 --compile \
         --repeats 10 --json_out "$out/bench-train.json" --append_md "$md"
-    # Target: >= 1,000 decoded tokens/s at batch 1 (the CUDA-graph row).
+    # Target: >= 1,000 decoded tokens/s at batch 1 (the "ours compiled" row: CUDA graphs).
     step generate 210 "$PY" bench.py --device cuda --what generate,eval,data --gen_batch_sizes 1 8 32 \
-        --new_tokens 256 --uncached_new_tokens 64 --json_out "$out/bench-generate.json" --append_md "$md"
+        --new_tokens 256 --uncached_new_tokens 64 --compile_decode --json_out "$out/bench-generate.json" --append_md "$md"
     ;;
 2)
     nvidia-smi -L

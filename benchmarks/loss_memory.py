@@ -70,8 +70,8 @@ class BenchConfig:
 
 def full_logits_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
                    temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE on the whole (B, T, V) logits: the formula
-    linear_kd_loss computes chunk by chunk, as gpt2/kd.py's kd_loss wrote it out."""
+    """alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE on the whole (B, T, V) logits: the formula that
+    linear_kd_loss computes chunk by chunk, as gpt2/kd.py's kd_loss wrote it before gpt2/losses.py."""
     V = student_logits.size(-1)
     student, teacher = student_logits.float().view(-1, V), teacher_logits.float().view(-1, V)  # (N, V) each
     y = targets.reshape(-1)  # (N,)

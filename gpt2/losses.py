@@ -130,9 +130,12 @@ class _HeadGrads:
             else:
                 self.weight += g.t() @ h  # CPU addmm_ cannot mix a float32 sum with bf16 factors
 
-    def result(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        hidden = torch.cat(self.hidden_chunks) if self.need_hidden else None  # (N, C)
-        weight = self.weight.to(self.weight_dtype) if self.need_weight else None  # (V, C)
+    def result(self, scale: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The gradients times `scale` (a mean's 1 / n_valid). It is applied here, not to d loss / d logits:
+        in float16, p / n_valid (a softmax entry ~1e-5 over thousands of rows) would flush to zero before
+        the loss scaler's factor arrives in backward."""
+        hidden = (torch.cat(self.hidden_chunks) * scale).to(self.hidden_dtype) if self.need_hidden else None  # (N, C)
+        weight = self.weight.mul_(scale).to(self.weight_dtype) if self.need_weight else None  # (V, C)
         return hidden, weight
 
 
@@ -167,7 +170,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX  # (N,)
         n_valid = valid.sum()
         # With no valid row the mean is nan (0 / 0) and every gradient 0, as F.cross_entropy gives.
-        row_scale = (valid / n_valid.clamp(min=1) if mean else valid.float()).unsqueeze(1)  # (N, 1)
+        scale = 1 / n_valid.clamp(min=1) if mean else torch.ones((), device=hidden.device)
+        row_mask = valid.unsqueeze(1).float()  # (N, 1)
         grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
         w = weight.to(dtype)  # (V, C): cast once for all chunks
         total = hidden.new_zeros((), dtype=torch.float32)
@@ -178,9 +182,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             nll, grad_logits = _cross_entropy_rows(logits, targets[rows], grads.wanted)  # grad_logits is logits
             total += nll.sum()
             if grads.wanted:
-                grads.add(h, w, grad_logits.mul_(row_scale[rows]))
+                grads.add(h, w, grad_logits.mul_(row_mask[rows]))
             del logits, grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
-        ctx.save_for_backward(*grads.result())
+        ctx.save_for_backward(*grads.result(scale))
         return total / n_valid if mean else total
 
     @staticmethod
@@ -217,7 +221,7 @@ class _LinearKD(torch.autograd.Function):
                 chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
         valid = targets != IGNORE_INDEX  # (N,)
         n_valid = valid.sum().clamp(min=1)  # no valid row: every term 0, not nan
-        row_scale = (valid / n_valid).unsqueeze(1)  # (N, 1)
+        row_mask = valid.unsqueeze(1).float()  # (N, 1)
         grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
         w, teacher_w = weight.to(dtype), teacher_weight.to(dtype)  # (V, C), (V, C'): cast once
         kl_sum = ce_sum = hidden.new_zeros((), dtype=torch.float32)
@@ -229,9 +233,9 @@ class _LinearKD(torch.autograd.Function):
                 temperature, alpha, grads.wanted)
             kl_sum, ce_sum = kl_sum + kl.sum(), ce_sum + nll.sum()
             if grads.wanted:
-                grads.add(h, w, grad_logits.mul_(row_scale[rows]))
+                grads.add(h, w, grad_logits.mul_(row_mask[rows]))
             del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's are made
-        ctx.save_for_backward(*grads.result())
+        ctx.save_for_backward(*grads.result(1 / n_valid))
         kl, ce = kl_sum / n_valid, ce_sum / n_valid
         ctx.mark_non_differentiable(kl, ce)
         return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce

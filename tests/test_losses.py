@@ -218,6 +218,21 @@ def test_bf16_inputs_get_bf16_gradients():
         assert (g.float() - w).abs().max() <= BF16_GRAD * w.abs().max()
 
 
+def test_float16_autocast_keeps_the_small_gradients():
+    """Under fp16 autocast the 1 / n_valid of the mean is applied after the head's multiplies: folded into
+    d loss / d logits first, p / n_valid (~5e-7 here) would be cast to fp16's subnormals and lose its digits.
+    Checked on the rows of the weight's gradient that no target points at, made of those small entries only."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2048, C, generator=g).requires_grad_()
+    weight = (torch.randn(V, C, generator=g) * 0.05).requires_grad_()  # near-uniform softmax: p ~ 1 / V
+    targets = torch.randint(0, V // 2, (2048,), generator=g)  # the upper half of the vocabulary is never a target
+    expected = grads(reference_ce(hidden, weight, targets), weight)[0][V // 2:]
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = linear_cross_entropy(hidden, weight, targets, chunk_size=256)
+    got = grads(loss, weight)[0][V // 2:]
+    assert (got - expected).norm() <= 2e-3 * expected.norm()  # 1.4e-2 with the scale folded in first
+
+
 class LargestTensor(TorchDispatchMode):
     """Records the most elements of any tensor an operator returns (forward and backward)."""
 
