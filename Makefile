@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pinned so that a CPU machine gets the CPU build it has on disk; a CUDA machine gets PyPI's CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-fast clean data data-offline bench bench-gpu bench-gpu-hf bench-parts
+.PHONY: install test test-fast clean data data-offline bench bench-gpu bench-gpu-hf bench-parts memory-plan
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -141,6 +141,9 @@ bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, gener
 bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, generation at batch 1 and 32
 	$(PY) bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
 		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
+
+memory-plan: install  ## per-GPU memory of gpt2 .. gpt2-xl under DDP / FSDP, with and without activation checkpointing
+	$(PY) benchmarks/memory_plan.py
 
 bench-parts: install  ## weight loading, data preparation and metrics against their references
 	$(PY) benchmarks/load_weights.py

@@ -3,7 +3,7 @@
     python bench.py                                   # every section, defaults for this device
     python bench.py --what train --batch_sizes 8 16   # one section, chosen batch sizes
     python bench.py --compare_hf                      # transformers' GPT2LMHeadModel side by side
-    torchrun --nproc_per_node 8 bench.py --what train # aggregate and per-GPU tokens/s of the DDP step
+    torchrun --nproc_per_node 8 bench.py --what train # aggregate and per-GPU tokens/s, DDP and FSDP steps
     python bench.py --append_md BENCHMARKS.md         # also append a dated, machine-labelled section
 
 The weights are random (speed does not depend on them). Every figure is the median of --repeats
@@ -13,8 +13,12 @@ around each; with --compare_hf our runs and transformers' alternate, so backgrou
 Sections:
   train     train.py's own step (train.build_step + train.train_step: the data stream from shards of
             random tokens, per-slot dropout seeds, autocast, scaler, the chunked loss, clipping, fused
-            AdamW, compile, DDP under torchrun), one micro-batch per process, the loss read back as the
-            loop reads it: the figure `make finetune` gets. ms/step, tokens/s, MFU, peak memory.
+            AdamW, compile, and under torchrun a DDP row and an FSDP row, train.py --fsdp, side by side),
+            one micro-batch per process, the loss read back as the loop reads it: the figure `make
+            finetune` gets. ms/step, tokens/s, MFU, peak memory. --activation_checkpointing times every
+            row with it. An FSDP row's peak memory counts the whole model each process holds until
+            build_step shards it (as train.py's processes do when they start) when that is larger than
+            the step's own peak; benchmarks/memory_plan.py gives the steady state term by term.
   generate  gpt2.sampler.generate, greedy, with and without the KV cache, and (--compile_decode) with
             compile=True (the fixed-shape decode step under torch.compile; CUDA graphs on CUDA): the
             time to the first token (generating 1: prefill plus per-call setup), decode tokens/s from
@@ -69,6 +73,7 @@ class BenchConfig:
     n_embd: int | None = None  # override its width
     vocab_size: int | None = None  # override its vocabulary size
     dropout: float = 0.1  # dropout of the training step (train.py's default); 0 times the model alone
+    activation_checkpointing: bool = False  # train: time the step with train.py --activation_checkpointing
     # hardware
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA (fp16 without bf16), fp32 on CPU
@@ -175,15 +180,17 @@ def hf_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, labels=x, use_cache=False).loss
 
 
-def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: bool, data_dir: str):
+def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: bool, data_dir: str, fsdp: bool = False):
     """make() for `measure`: train.py's own step (train.build_step + train.train_step: its data streams,
-    per-slot dropout seeds, autocast, scaler, clipping, fused AdamW, compile and DDP wrapping) on one
-    micro-batch per process, the loss read back as train.py's loop reads it every step."""
+    per-slot dropout seeds, autocast, scaler, clipping, fused AdamW, activation checkpointing, compile and
+    DDP or FSDP wrapping) on one micro-batch per process, the loss read back as train.py's loop reads it
+    every step. With fsdp, build_step shards `model` in place."""
 
     def make():
         model.train()
         cfg = train.TrainConfig(data_dir=data_dir, seq_len=b.cfg.seq_len, micro_batch_size=B,
-                                total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed)
+                                total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed,
+                                fsdp=fsdp, activation_checkpointing=b.cfg.activation_checkpointing)
         rank = torch.distributed.get_rank() if b.world > 1 else 0
         parts = train.build_step(cfg, model, b.device, b.amp_dtype, rank, b.world, loss_fn=hf_lm_loss if hf else train.lm_loss)
         steps = iter(range(1, 10**9))
@@ -205,22 +212,30 @@ def section_train(b: Bench) -> list[dict]:
     peak = cfg.peak_tflops
     if peak is None and b.device.type == "cuda" and b.amp_dtype != torch.float32:  # the table holds bf16 peaks
         peak = peak_tflops(torch.cuda.get_device_name(b.device))
-    models = {name: copy.deepcopy(m) for name, m in b.impls().items()}  # trained copies: the twins stay equal
+    shardings = ["ddp", "fsdp"] if torch.distributed.is_initialized() else [None]  # torchrun: both, side by side
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = random_shards(b, tmp)
         for compiled in [False, True] if cfg.compile else [False]:
             for B in cfg.batch_sizes:
-                res = b.measure({name: train_step(b, m, B, compiled, name == "hf", data_dir) for name, m in models.items()})
-                row = {"B": B, "T": T, "compile": compiled, **({"ranks": b.world} if b.world > 1 else {})}
-                for name, r in res.items():
-                    tok_s = B * T * b.world / r["median_s"] if "median_s" in r else None  # all processes together
-                    row |= {f"{name} ms/step": r["median_s"] * 1e3 if tok_s else r["error"], f"{name} tok/s": tok_s,
-                            **({f"{name} tok/s per process": tok_s / b.world if tok_s else None} if b.world > 1 else {}),
-                            f"{name} MFU": mfu(tok_s / b.world, flops, peak) if tok_s else None,
-                            f"{name} peak MiB": r["peak_mib"] if tok_s else None}
-                add_ratios(row, {"ours/hf tok/s": "tok/s", "ours/hf mem": "peak MiB"})
-                rows.append(row | {"_runs_ms": runs_ms(res)})
+                for sharding in shardings:
+                    # Fresh copies each time (FSDP shards its copy in place), so the twins stay equal.
+                    res = b.measure({name: train_step(b, copy.deepcopy(m), B, compiled, name == "hf", data_dir,
+                                                      fsdp=sharding == "fsdp") for name, m in b.impls().items()})
+                    rows.append(train_row(b, res, B, compiled, sharding, flops, peak))
     return rows
+
+
+def train_row(b: Bench, res: dict, B: int, compiled: bool, sharding: str | None, flops: int, peak: float | None) -> dict:
+    T = b.cfg.seq_len
+    row = {"B": B, "T": T, "compile": compiled, **({"ranks": b.world, "sharding": sharding} if sharding else {})}
+    for name, r in res.items():
+        tok_s = B * T * b.world / r["median_s"] if "median_s" in r else None  # all processes together
+        row |= {f"{name} ms/step": r["median_s"] * 1e3 if tok_s else r["error"], f"{name} tok/s": tok_s,
+                **({f"{name} tok/s per process": tok_s / b.world if tok_s else None} if b.world > 1 else {}),
+                f"{name} MFU": mfu(tok_s / b.world, flops, peak) if tok_s else None,
+                f"{name} peak MiB": r["peak_mib"] if tok_s else None}
+    add_ratios(row, {"ours/hf tok/s": "tok/s", "ours/hf mem": "peak MiB"})
+    return row | {"_runs_ms": runs_ms(res)}
 
 
 def forward(b: Bench, model, x: torch.Tensor, hf: bool = False):

@@ -67,19 +67,20 @@ class StudyConfig:
     eval_tokens: int = 60_000  # evaluate on this prefix of the test split (the whole split: 0)
     # the teacher, trained on the train split: from scratch (the sizes below) or fine-tuned from a model
     teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2: the GPU recipe, `make study-gpt2`)
-    teacher_layers: int = 4
-    teacher_heads: int = 4
-    teacher_width: int = 256
-    teacher_steps: int = 400
-    teacher_lr: float = 2e-3
-    teacher_dropout: float = 0.1
+    teacher_layers: int = 4  # teacher_init scratch: transformer blocks
+    teacher_heads: int = 4  # teacher_init scratch: attention heads
+    teacher_width: int = 256  # teacher_init scratch: model width
+    teacher_steps: int = 400  # optimizer steps of the teacher (batch_tokens each); best.pt by validation loss
+    teacher_lr: float = 2e-3  # peak learning rate of the teacher (cosine decay to 1/20 of it)
+    teacher_dropout: float = 0.1  # dropout while the teacher trains
     # the arms: the same model trained on every set, from scratch (the sizes below) or from a model (e.g. gpt2)
     arm_init: str = "scratch"  # "scratch", or any train.py --init source
-    arm_heads: int = 4
-    arm_width: int = 128
+    arm_layers: int = 2  # arm_init scratch: transformer blocks
+    arm_heads: int = 4  # arm_init scratch: attention heads
+    arm_width: int = 128  # arm_init scratch: model width
     arm_epochs: float = 2.0  # passes over a set (the same steps for every arm: the sets have one size)
-    arm_lr: float = 3e-3
-    arm_dropout: float = 0.1
+    arm_lr: float = 3e-3  # peak learning rate of every arm (the KD students take a third of it)
+    arm_dropout: float = 0.1  # dropout while an arm trains
     seq_len: int = 256  # training rows and evaluation windows
     batch_tokens: int = 4096  # tokens per optimizer step
     micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step

@@ -3,6 +3,7 @@
     python train.py --data_dir shards/wikitext2 --out_dir runs/finetune            # fine-tune gpt2
     python train.py --init scratch --n_layer 4 --n_head 4 --n_embd 128 ...         # a tiny model
     torchrun --nproc_per_node 8 train.py ...                                       # data parallel
+    torchrun --nproc_per_node 8 train.py --fsdp --activation_checkpointing ...     # sharded (gpt2/distributed.py)
     python train.py ... --resume                                                   # continue out_dir
 
 The batch is stated in tokens (`total_batch_tokens`); gradient accumulation is derived from it.
@@ -13,7 +14,8 @@ not on how it is split over processes and accumulation, and a resumed run repeat
 
 The run directory gets: run.json (resolved config, versions, hardware), log.jsonl (one line per step
 and per evaluation), latest.pt (everything to resume; written after each evaluation and every
-`checkpoint_interval` steps) and best.pt (weights with the lowest validation loss).
+`checkpoint_interval` steps) and best.pt (weights with the lowest validation loss). A sharded run
+(--fsdp) writes the same files: its shards are gathered on rank 0 (gpt2/distributed.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
 from gpt2.device import device_name, resolve_device_and_dtype
+from gpt2.distributed import (checkpoint_blocks, gathered, gathered_model, gathered_optimizer_state,
+                              load_optimizer_state, shard)
 from gpt2.kd import make_student
 from gpt2.losses import linear_kd_loss as kd_loss
 from gpt2.model import GPT
@@ -91,6 +95,10 @@ class TrainConfig:
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has it,
                                                               # fp16 with loss scaling on older CUDA, fp32 on CPU
     compile: bool | None = None  # torch.compile the model; None: on for CUDA, off for CPU
+    fsdp: bool = False  # under torchrun: shard weights, gradients and AdamW moments over the processes (FSDP2)
+                        # instead of a whole copy on each (DDP); for models whose training state outgrows one GPU
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass: far less
+                                            # activation memory, for a second forward pass (~1/3 more FLOPs)
     seed: int = 1337  # seeds data order and dropout
     # evaluation, logging, checkpoints
     eval_interval: int = 50  # evaluate the whole val split (and write latest.pt) every this many steps
@@ -139,7 +147,8 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on every parameter of 2 or more dimensions (linear weights, embeddings)
     and none on biases and LayerNorm parameters (nanoGPT's split). The fused kernel (CUDA and CPU) updates
-    all parameters in one pass: ~5x faster than the per-tensor loop for gpt2 on CPU."""
+    all parameters in one pass: ~5x faster than the per-tensor loop for gpt2 on CPU. Under FSDP the parameters
+    are shards (DTensors) and the fused kernel updates each rank's rows the same way (CPU and CUDA)."""
     params = list(model.parameters())  # the tied head/embedding appears once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -175,16 +184,20 @@ def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, head: torch.Tensor, teacher: GPT, temperature: float,
+def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher: GPT, temperature: float,
                alpha: float) -> torch.Tensor:
     """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's distribution against the frozen
     teacher's, both softened by `temperature`, mixed with the cross-entropy, chunk by chunk from the two
-    models' final hidden states (`head` is the model's output weight). It runs inside the step's autocast,
-    so the teacher uses the same precision; no_grad: the teacher never trains."""
+    models' final hidden states. `student` is the plain module `model` runs. It runs inside the step's
+    autocast; no_grad: the teacher never trains."""
     hidden, _ = model(x, return_hidden=True)  # (B, T, C)
     with torch.no_grad():
         teacher_hidden, _ = teacher(x, return_hidden=True)  # (B, T, C_teacher)
-    loss, _ = kd_loss(hidden, head, teacher_hidden, teacher.lm_head.weight, y, temperature=temperature, alpha=alpha)
+    # The head is read now, after the forward, not bound when the step is built: under --fsdp the root module
+    # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
+    # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
+    loss, _ = kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
+                      temperature=temperature, alpha=alpha)
     return loss
 
 
@@ -194,7 +207,7 @@ class StepParts:
     `train_step` on these, so the benchmark times exactly the step a run takes."""
 
     model: torch.nn.Module  # what the forward pass calls: raw_model, compiled and/or DDP-wrapped
-    raw_model: GPT  # the plain module: clipping, checkpoints, evaluation
+    raw_model: GPT  # the module itself (under FSDP, sharded in place): clipping, checkpoints, evaluation
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # loss scaling; enabled for fp16 only
     amp_dtype: torch.dtype  # autocast dtype; float32 means no autocast
@@ -203,13 +216,14 @@ class StepParts:
     seed: int  # seeds dropout per (step, slot)
     rank: int
     grad_clip: float  # 0: no clipping
-    ddp: bool
+    distributed: bool  # several processes (torchrun): DDP, or FSDP when `fsdp`
+    fsdp: bool
 
 
 def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: every micro-batch forward (autocast) and backward, gradients all-reduced on the
-    last one only, unscale, clip, step, zero. Returns (this rank's mean loss, gradient norm), on the device:
-    nothing here waits for the device."""
+    last one only (DDP; FSDP reduce-scatters every micro-batch's, so that they stay sharded), unscale, clip,
+    step, zero. Returns (this rank's mean loss, gradient norm), on the device: nothing here waits for it."""
     accum = len(p.batches)
     for group in p.optimizer.param_groups:
         group["lr"] = lr
@@ -219,7 +233,8 @@ def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.
     for micro, batches in enumerate(p.batches):
         x, y = batches.next()  # (B, T) each
         torch.manual_seed(micro_seed(p.seed, step, p.rank * accum + micro))  # this slot's dropout masks
-        sync = contextlib.nullcontext() if not p.ddp or micro == accum - 1 else p.model.no_sync()
+        defer_sync = p.distributed and not p.fsdp and micro < accum - 1
+        sync = p.model.no_sync() if defer_sync else contextlib.nullcontext()
         with sync:
             with autocast:
                 loss = p.loss_fn(p.model, x, y) / accum  # every micro-batch has B*T targets: mean of means
@@ -256,39 +271,53 @@ def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
     return cfg.total_batch_tokens // tokens_per_micro_step
 
 
-def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, loss_fn: Callable) -> Callable:
-    """The plain cross-entropy, or with --teacher the distillation loss against the loaded teacher."""
+def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dtype: torch.dtype,
+                 loss_fn: Callable) -> Callable:
+    """The plain cross-entropy, or with --teacher the distillation loss against the loaded teacher.
+    A frozen teacher needs no float32 master weights: under bf16 autocast it is stored in bf16 (half the
+    memory; its matrix multiplies ran in bf16 anyway). It is replicated on every process, also under --fsdp:
+    2 bytes per parameter (0.25 GB for gpt2, 3.1 GB for gpt2-xl) buys a forward pass with no all-gathers,
+    where sharding it would save at most that much and gather the whole teacher every micro-batch
+    (benchmarks/memory_plan.py)."""
     if cfg.teacher is None:
         return loss_fn
+    dtype = torch.bfloat16 if amp_dtype == torch.bfloat16 else torch.float32
     try:  # part of the config, not of the state: a resumed run loads it again
-        teacher = load_model(cfg.teacher, device=device).requires_grad_(False)  # eval mode: no dropout
+        teacher = load_model(cfg.teacher, device=device, dtype=dtype).requires_grad_(False)  # eval mode: no dropout
     except DownloadError as e:
         raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
-    return functools.partial(kd_lm_loss, head=raw_model.lm_head.weight, teacher=teacher,
-                             temperature=cfg.kd_temperature, alpha=cfg.kd_alpha)
+    return functools.partial(kd_lm_loss, student=raw_model, teacher=teacher, temperature=cfg.kd_temperature,
+                             alpha=cfg.kd_alpha)
 
 
 def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype, rank: int,
                world: int, state: dict | None = None, loss_fn: Callable = lm_loss) -> StepParts:
     """`raw_model` (on `device`) with its optimizer, scaler and this rank's data streams, wrapped for the run
-    (compile, DDP) and ready for `train_step`; a checkpoint's `state` restores optimizer, scaler and data."""
-    accum, ddp = grad_accum_steps(cfg, world), dist.is_initialized()
+    (activation checkpointing, FSDP sharding in place, compile, DDP) and ready for `train_step`; a
+    checkpoint's `state` restores optimizer, scaler and data."""
+    accum, distributed = grad_accum_steps(cfg, world), dist.is_initialized()
     train_tokens = SplitTokens(cfg.data_dir, "train")
     batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
                             world_size=world * accum, device=device) for m in range(accum)]  # one per slot
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(raw_model)
+    if cfg.fsdp:
+        shard(raw_model, amp_dtype)  # before the optimizer: AdamW's moments are made like the (sharded) parameters
     optimizer = make_optimizer(raw_model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         for m, b in enumerate(batches):
             b.load_state_dict(state["batches"][rank * accum + m])
     model = torch.compile(raw_model) if compile_enabled(cfg, device) else raw_model
-    if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if distributed and not cfg.fsdp:
+        # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets instead of beside them,
+        # which saves a copy of the gradients (4 bytes per parameter, benchmarks/memory_plan.py).
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
     return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
-                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, loss_fn), seed=cfg.seed,
-                     rank=rank, grad_clip=cfg.grad_clip, ddp=ddp)
+                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype, loss_fn), seed=cfg.seed,
+                     rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)
 
 
 def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
@@ -298,17 +327,18 @@ def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
 def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:
     """Run training as configured; returns the summary (also printed). `loss_fn(model, x, y)` -> scalar loss."""
     # ---- processes and devices: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE
-    ddp = "RANK" in os.environ
-    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
+    torchrun = "RANK" in os.environ
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if torchrun else (0, 0, 1)
     device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype, local_rank)
-    if ddp:
+    own_group = torchrun and not dist.is_initialized()  # else the caller's group, kept for its next run
+    if own_group:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         return Run(cfg, device, amp_dtype, rank, world, loss_fn).loop()
     finally:
-        if ddp:
+        if own_group:
             dist.destroy_process_group()
 
 
@@ -384,14 +414,17 @@ class Run:
             self.log_file.flush()
 
     def evaluate(self) -> float:
-        """Loss on the whole validation split, computed on rank 0 and shared with every rank."""
+        """Loss on the whole validation split, computed on rank 0 and shared with every rank. Under FSDP
+        every rank first joins in gathering the whole weights into a plain copy, which rank 0 evaluates."""
+        p = self.parts
+        model = gathered_model(p.raw_model, self.device if self.master else None) if p.fsdp else p.raw_model
         result = torch.zeros(2, dtype=torch.float64, device=self.device)
         if self.master:
-            r = evaluate_perplexity(self.parts.raw_model, self.val_tokens, seq_len=self.cfg.seq_len,
-                                    stride=self.cfg.eval_stride, batch_size=self.cfg.eval_batch_size,
-                                    device=self.device, progress=False, autocast_dtype=self.amp_dtype)
+            r = evaluate_perplexity(model, self.val_tokens, seq_len=self.cfg.seq_len, stride=self.cfg.eval_stride,
+                                    batch_size=self.cfg.eval_batch_size, device=self.device, progress=False,
+                                    autocast_dtype=self.amp_dtype)
             result[0], result[1] = r.loss, r.n_tokens
-        if self.parts.ddp:
+        if p.distributed:
             dist.broadcast(result, src=0)
         val_loss = result[0].item()
         self.log({"kind": "eval", "step": self.step, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
@@ -400,29 +433,33 @@ class Run:
         return val_loss
 
     def checkpoint(self, val_loss: float | None) -> None:
-        """latest.pt (everything to resume), and best.pt when the validation loss improved."""
-        sampler_states = [b.state_dict() for b in self.parts.batches]
-        if self.parts.ddp:  # every slot's sampler, in slot order, so that any rank can resume its own
-            gathered = [None] * self.world
-            dist.all_gather_object(gathered, sampler_states)
-            sampler_states = [s for rank_states in gathered for s in rank_states]
+        """latest.pt (everything to resume), and best.pt when the validation loss improved. Under FSDP every
+        rank joins in gathering the shards onto rank 0's CPU, so the files are those a single process writes."""
+        p = self.parts
+        sampler_states = [b.state_dict() for b in p.batches]
+        if p.distributed:  # every slot's sampler, in slot order, so that any rank can resume its own
+            gathered_states = [None] * self.world
+            dist.all_gather_object(gathered_states, sampler_states)
+            sampler_states = [s for rank_states in gathered_states for s in rank_states]
+        keep_on = "cpu" if self.master else None  # only used for shards: other tensors stay where they are
+        model_state = gathered(p.raw_model.state_dict(keep_vars=True), keep_on)
+        optimizer_state = gathered_optimizer_state(p.optimizer, keep_on)
         improved = val_loss is not None and val_loss < self.best_val_loss
         self.best_val_loss = val_loss if improved else self.best_val_loss
         if not self.master:
             return
-        p = self.parts
-        weights = {"model": p.raw_model.state_dict(), "model_config": self.record["model_config"], "step": self.step,
+        weights = {"model": model_state, "model_config": self.record["model_config"], "step": self.step,
                    "config": self.record["config"], "derived": self.derived, "val_loss": val_loss}
         if improved:
             save_checkpoint(self.out_dir / "best.pt", weights)
-        save_checkpoint(self.latest, {**weights, "optimizer": p.optimizer.state_dict(), "scaler": p.scaler.state_dict(),
+        save_checkpoint(self.latest, {**weights, "optimizer": optimizer_state, "scaler": p.scaler.state_dict(),
                                       "batches": sampler_states, "best_val_loss": self.best_val_loss,
                                       "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
 
     def after_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, signalled: bool, lr: float, dt: float) -> bool:
         """Share the loss and any stop request across processes, stop on a non-finite loss, log. True: stop."""
         stats = torch.stack([loss_sum, torch.tensor(float(signalled), device=self.device)])
-        if self.parts.ddp:
+        if self.parts.distributed:
             dist.all_reduce(stats)  # sum over processes: mean loss, and whether any was signalled
         loss, stopping = stats[0].item() / self.world, bool(stats[1].item())
         if not math.isfinite(loss):

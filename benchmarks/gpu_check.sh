@@ -54,7 +54,7 @@ case $part in
 2)
     nvidia-smi -L
     "$PY" -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'
-    step vs_hf 270 "$PY" bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 \
+    step vs_hf 230 "$PY" bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 \
         --gen_batch_sizes 1 32 --new_tokens 128 --uncached_new_tokens 16 --json_out "$out/bench-hf.json" --append_md "$md"
     # train.py itself on the GPU: a gpt2-shaped model from scratch (no weights to download), compiled,
     # bf16, an evaluation and checkpoints; then a few steps under torchrun (DDP with NCCL, one process).
@@ -66,10 +66,13 @@ case $part in
     fi
     common=(--init scratch --n_layer 12 --n_head 12 --n_embd 768 --data_dir "$shards" --seq_len 1024
             --micro_batch_size 16 --total_batch_tokens 131072 --max_steps 20 --warmup_steps 5 --eval_interval 20)
-    step train_py 150 "$PY" train.py "${common[@]}" --out_dir "$out/run"
+    step train_py 120 "$PY" train.py "${common[@]}" --out_dir "$out/run"
     step train_py_ddp 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${common[@]}" \
         --max_steps 5 --eval_interval 5 --no-compile --out_dir "$out/run_ddp"  # the DDP wiring, not speed
-    for run in run run_ddp; do  # the run logs hold tokens/s per step; the checkpoints are too big to bring back
+    # FSDP2 with bf16 mixed precision and activation checkpointing (one process: the NCCL and sharding wiring)
+    step train_py_fsdp 80 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 train.py "${common[@]}" \
+        --max_steps 5 --eval_interval 5 --no-compile --fsdp --activation_checkpointing --out_dir "$out/run_fsdp"
+    for run in run run_ddp run_fsdp; do  # the run logs hold tokens/s per step; the checkpoints are too big to bring back
         [ -f "$out/$run/log.jsonl" ] && cp "$out/$run/log.jsonl" "$out/$run.log.jsonl"
         rm -rf "$out/$run"
     done

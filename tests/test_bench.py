@@ -116,7 +116,7 @@ def test_cli_rejects_unknown_section(capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="this torch build has no gloo backend")
-def test_torchrun_times_the_ddp_step(tmp_path):
+def test_torchrun_times_the_ddp_and_fsdp_steps(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -124,5 +124,7 @@ def test_torchrun_times_the_ddp_step(tmp_path):
                           "--repeats", "1", "--warmup", "1", "--json_out", str(out)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    (row,) = json.loads(out.read_text())["sections"]["train"]
-    assert row["ranks"] == 2 and row["ours tok/s"] == pytest.approx(2 * row["ours tok/s per process"])
+    rows = json.loads(out.read_text())["sections"]["train"]
+    assert [r["sharding"] for r in rows] == ["ddp", "fsdp"]
+    for row in rows:
+        assert row["ranks"] == 2 and row["ours tok/s"] == pytest.approx(2 * row["ours tok/s per process"])

@@ -75,3 +75,13 @@ def check_study(tmp_path: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in results.glob("*.json")}
     study.Study(cfg).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.glob("*.json")} == before
+
+
+def test_command_line_lists_every_setting(capsys):
+    from gpt2.cli import build_parser
+
+    text = build_parser(study.StudyConfig).format_help()
+    for flag in ("--alphas", "--seeds", "--teacher_init", "--arm_init", "--set_tokens", "--eval_tokens", "--kd"):
+        assert flag in text
+    with pytest.raises(SystemExit):
+        study.main(["--alphas"])  # a list needs values
