@@ -50,7 +50,7 @@ from benchmarks.harness import hf_twin, measure
 from benchmarks.report import machine_info, print_and_save
 from data.loader import SplitTokens, TrainBatches
 from data.shards import shard_name, write_shard
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.device import resolve_device_and_dtype
 from benchmarks.flops import flops_per_token, mfu, peak_tflops
@@ -105,10 +105,8 @@ class BenchConfig:
         unknown = set(self.sections) - set(SECTIONS)
         if unknown or not self.sections:
             raise ValueError(f"--what {self.what!r}: choose from {', '.join(SECTIONS)} (comma-separated)")
-        for name in ("prompt_len", "data_batch_size", "data_seq_len", "repeats", "n_layer", "n_head", "n_embd",
-                     "vocab_size", "seq_len", "new_tokens", "uncached_new_tokens", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        require_positive(self, "prompt_len", "data_batch_size", "data_seq_len", "repeats", "n_layer", "n_head", "n_embd",
+                         "vocab_size", "seq_len", "new_tokens", "uncached_new_tokens", "threads")
         for name in ("batch_sizes", "gen_batch_sizes"):
             if getattr(self, name) is not None and min(getattr(self, name)) < 1:
                 raise ValueError(f"--{name} must all be at least 1, got {getattr(self, name)}")

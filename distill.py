@@ -46,7 +46,7 @@ from gpt2.atomic import atomic_open
 from gpt2.device import describe, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 
@@ -87,11 +87,7 @@ class DistillConfig(SamplingConfig):
             raise ValueError("give --n_tokens or --fraction, not both")
         if self.n_tokens is not None and self.n_tokens < 2:
             raise ValueError(f"--n_tokens must be at least 2 (a separator and a token), got {self.n_tokens}")
-        if self.fraction is not None and not self.fraction > 0:
-            raise ValueError(f"--fraction must be positive, got {self.fraction}")
-        for name in ("prompt_tokens", "gen_tokens", "batch_size", "patience", "shard_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, "fraction", "prompt_tokens", "gen_tokens", "batch_size", "patience", "shard_tokens")
         for name in ("max_repeat_4gram", "max_token_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"--{name} must lie in (0, 1] (1 turns that filter off), got {getattr(self, name)}")

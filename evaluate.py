@@ -46,7 +46,7 @@ from gpt2.device import describe, device_name, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.metrics.perplexity import evaluate_perplexity, text_size
 from gpt2.metrics.ngram import type_counts
 from gpt2.metrics.rouge import corpus_rouge
@@ -93,12 +93,8 @@ class EvalConfig:
     progress: bool = True  # progress bars on stderr
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "gen_passages", "gen_prompt_tokens", "gen_new_tokens", "gen_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_eval_tokens", "seq_len", "stride"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive (or none), got {getattr(self, name)}")
+        require_positive(self, "batch_size", "gen_passages", "gen_prompt_tokens", "gen_new_tokens", "gen_batch_size",
+                         "max_eval_tokens", "seq_len", "stride")
         if self.max_eval_tokens is not None and self.max_eval_tokens < 2:
             raise ValueError(f"--max_eval_tokens must be at least 2 (one target), got {self.max_eval_tokens}")
         if self.name is None:

@@ -43,7 +43,7 @@ from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
 from gpt2.atomic import atomic_open
 from gpt2.checkpoint import load_model
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.kd import every_other, student_layers
 from gpt2.metrics import ngram, tail
@@ -93,9 +93,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if not self.seeds or not self.alphas:
             raise ValueError("--seeds and --alphas must each list at least one value")
-        for name in ("set_tokens", "teacher_steps", "seq_len", "batch_tokens", "gen_passages"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, "set_tokens", "teacher_steps", "seq_len", "batch_tokens", "gen_passages", "micro_batch_size")
 
 
 def alpha_name(alpha: float) -> str:

@@ -168,3 +168,11 @@ def parse_config(cls: type, argv: list[str] | None = None, description: str | No
 def config_to_dict(config) -> dict:
     """A dataclass instance as a JSON-ready dict (what gets printed and stored with runs and checkpoints)."""
     return dataclasses.asdict(config)
+
+
+def require_positive(config, *names: str) -> None:
+    """Every named field of a config must be > 0, or None (for fields that may be left unset): the flag is named."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive, got {value}")

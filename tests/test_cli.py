@@ -81,3 +81,19 @@ def test_a_field_without_comment_is_refused():
 
     with pytest.raises(TypeError, match="Undocumented.b has no comment"):
         build_parser(Undocumented)
+
+
+def test_require_positive_names_the_flag():
+    import dataclasses
+
+    from gpt2.cli import require_positive
+
+    @dataclasses.dataclass
+    class C:
+        steps: int | None = None  # may be left unset
+        rate: float = 1.0  # must be > 0
+
+    require_positive(C(), "steps", "rate")  # None passes: unset
+    for bad in (C(steps=0), C(rate=-0.5)):
+        with pytest.raises(ValueError, match=r"--(steps|rate) must be positive, got (0|-0.5)"):
+            require_positive(bad, "steps", "rate")
