@@ -90,7 +90,7 @@ def models_table(results: list[dict]) -> str:
 
 
 def datasets_table(data_dirs: list[str]) -> str:
-    lines = ["| training set | kind | strategy | tokens | sequences | mean surprisal (nats) | distinct-1 | distinct-2 | "
+    lines = ["| training set | kind | drawn with | tokens | sequences | mean surprisal (nats) | distinct-1 | distinct-2 | "
              "distinct-3 | repeated 4-grams | dropped by filter |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in data_dirs:
@@ -99,7 +99,9 @@ def datasets_table(data_dirs: list[str]) -> str:
             continue
         train = m.get("splits", {}).get("train", {})
         q = m.get("quality", {})
-        lines.append(f"| {Path(d).name} | {m.get('kind', 'prepared')} | {m.get('sampling', {}).get('strategy', '—')} | "
+        sampling = m.get("sampling", {})
+        drawn = f"p^{sampling['alpha']:g}, min_p {sampling.get('min_p', '—')}" if "alpha" in sampling else sampling.get("strategy", "—")
+        lines.append(f"| {Path(d).name} | {m.get('kind', 'prepared')} | {drawn} | "
                      f"{count(train.get('n_tokens'))} | {train.get('n_sequences', '—')} | "
                      f"{fixed(q.get('mean_surprisal_nats'), 3)} | {fixed(q.get('distinct_1'), 3)} | {fixed(q.get('distinct_2'), 3)} | "
                      f"{fixed(q.get('distinct_3'), 3)} | {fixed(q.get('repeated_4gram_fraction'), 3)} | "

@@ -26,7 +26,7 @@ def experiment(tmp_path_factory):
     write_shard(root / "real" / "train_000000.bin", rng.integers(0, 200, size=1500))
     write_shard(root / "real" / "val_000000.bin", rng.integers(0, 200, size=600))
     write_sequences(root / "distilled-hard", [rng.integers(0, 200, size=40) for _ in range(20)],
-                    {"kind": "distilled", "sampling": {"strategy": "hard"},
+                    {"kind": "distilled", "sampling": {"strategy": "sample", "alpha": -1.0, "min_p": 0.1},
                      "quality": {"mean_surprisal_nats": 4.25, "distinct_1": 0.5, "distinct_2": 0.9, "distinct_3": 1.0,
                                  "repeated_4gram_fraction": 0.0}, "filter": {"dropped_total": 3}},
                     shard_tokens=10_000, argv=[], prog=["python", "distill.py"])
@@ -64,7 +64,7 @@ def test_the_table_describes_every_run(experiment, monkeypatch):
     assert student[4] == "128"
     ppl = float(hard[6])
     assert ppl == pytest.approx(evaluate_json(experiment, "retrain-hard")["perplexity"]["ppl"], abs=0.006)
-    assert "| distilled-hard | distilled | hard | 820 | 20 | 4.250 | 0.500 | 0.900 | 1.000 | 0.000 | 3 |" in text
+    assert "| distilled-hard | distilled | p^-1, min_p 0.1 | 820 | 20 | 4.250 | 0.500 | 0.900 | 1.000 | 0.000 | 3 |" in text
     assert "matplotlib is not installed" in text
 
 
