@@ -308,9 +308,7 @@ def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.devic
             b.load_state_dict(state["batches"][rank * accum + m])
     model = torch.compile(raw_model) if compile_enabled(cfg, device) else raw_model
     if distributed and not cfg.fsdp:
-        # gradient_as_bucket_view: the gradients live in DDP's all-reduce buckets instead of beside them,
-        # which saves a copy of the gradients (4 bytes per parameter, benchmarks/memory_plan.py).
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
                      batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype, loss_fn), seed=cfg.seed,
                      rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)

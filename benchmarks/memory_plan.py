@@ -10,12 +10,11 @@ the chunked loss of gpt2/losses.py. N parameters, R processes (FSDP), C width, V
 
     weights       4 N           FSDP: 4 N / R, this rank's rows of every tensor
     optimizer     8 N           AdamW's two moments; FSDP: 8 N / R
-    DDP buckets   4 N           DDP all-reduces the gradients in flat buckets (2+ GPUs); the gradients are
-                                views of them (gradient_as_bucket_view), so the buckets hold them
+    DDP buckets   4 N           DDP all-reduces the gradients through a flat copy of its own (2+ GPUs)
     gathered      FSDP only     the root's weights (embeddings and tied head: gathered from its forward to
                                 the end of its backward) and two blocks' (the one running, the next one
                                 prefetched), in bf16 (FSDP's mixed-precision policy)
-    gradients     4 N           FSDP: 4 N / R, once reduce-scattered; DDP: inside its buckets
+    gradients     4 N           FSDP: 4 N / R, once reduce-scattered
     activations   what autograd keeps from the forward pass for the backward: SAVED_PER_BLOCK for every
                   block and token (with activation checkpointing: only each block's input), plus the final
                   LayerNorm's input and the loss's gradient of the hidden states; and autocast's bf16 copies
@@ -162,8 +161,8 @@ def step_moments(c: GPTConfig, s: Setting, B: int, T: int, p: Precision) -> dict
     if s.fsdp:  # the blocks' gradients sharded; the root's whole: while the embedding's dense gradient is
         # added to the head's (its weights still gathered), then while a float32 copy is reduce-scattered
         moments["backward end"] = 4 * L * n_block // R + gb * n_root + max(2 * gb * V * C, 4 * n_root * (R + 1) // R)
-    else:  # every gradient (DDP: in its buckets, already counted), and the embedding's dense gradient
-        moments["backward end"] = (0 if s.gpus > 1 else 4 * N) + 4 * V * C
+    else:  # every gradient, and the embedding's dense gradient before it is added to the head's
+        moments["backward end"] = 4 * N + 4 * V * C
     return moments
 
 
