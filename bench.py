@@ -11,7 +11,7 @@ timed runs after --warmup untimed ones (torch.compile compiles there), the devic
 around each; with --compare_hf our runs and transformers' alternate, so background load hits both
 (transformers runs with use_cache=False outside generation: logits alone, as ours computes them).
 Sections:
-  train     train.py's own step (train.build_step + train.train_step: the data stream from shards of
+  train     train.py's own step (gpt2.training.build_step + train_step: the data stream from shards of
             random tokens, per-slot dropout seeds, autocast, scaler, the chunked loss, clipping, fused
             AdamW, compile, and under torchrun a DDP row and an FSDP row, train.py --fsdp, side by side),
             one micro-batch per process, the loss read back as the loop reads it: the figure `make
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 import train
+from gpt2 import training
 from benchmarks.harness import hf_twin, measure
 from benchmarks.report import machine_info, print_and_save
 from data.loader import SplitTokens, TrainBatches
@@ -179,7 +180,7 @@ def hf_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: bool, data_dir: str, fsdp: bool = False):
-    """make() for `measure`: train.py's own step (train.build_step + train.train_step: its data streams,
+    """make() for `measure`: train.py's own step (gpt2.training.build_step + train_step: its data streams,
     per-slot dropout seeds, autocast, scaler, clipping, fused AdamW, activation checkpointing, compile and
     DDP or FSDP wrapping) on one micro-batch per process, the loss read back as train.py's loop reads it
     every step. With fsdp, build_step shards `model` in place."""
@@ -190,9 +191,9 @@ def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: boo
                                 total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed,
                                 fsdp=fsdp, activation_checkpointing=b.cfg.activation_checkpointing)
         rank = torch.distributed.get_rank() if b.world > 1 else 0
-        parts = train.build_step(cfg, model, b.device, b.amp_dtype, rank, b.world, loss_fn=hf_lm_loss if hf else train.lm_loss)
+        parts = training.build_step(cfg, model, b.device, b.amp_dtype, rank, b.world, loss_fn=hf_lm_loss if hf else training.lm_loss)
         steps = iter(range(1, 10**9))
-        return lambda: train.train_step(parts, next(steps), cfg.lr)[0].item()
+        return lambda: training.train_step(parts, next(steps), cfg.lr)[0].item()
 
     return make, model
 

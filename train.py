@@ -20,9 +20,7 @@ and per evaluation), latest.pt (everything to resume; written after each evaluat
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -34,22 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data.loader import SplitTokens, TrainBatches
+from data.loader import SplitTokens
 from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_state, save_checkpoint, versions
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.device import device_name, resolve_device_and_dtype
-from gpt2.distributed import (checkpoint_blocks, gathered, gathered_model, gathered_optimizer_state,
-                              load_optimizer_state, shard)
+from gpt2.distributed import gathered, gathered_model, gathered_optimizer_state
 from gpt2.kd import make_student
-from gpt2.losses import linear_kd_loss as kd_loss
 from gpt2.model import GPT
+from gpt2.training import TrainingStopped, build_step, compile_enabled, grad_accum_steps, lm_loss, train_step
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.weights import DownloadError
 
@@ -124,11 +119,6 @@ class TrainConfig:
             raise ValueError(f"need --kd_temperature > 0 and 0 <= --kd_alpha <= 1, got {self.kd_temperature}, {self.kd_alpha}")
 
 
-class TrainingStopped(RuntimeError):
-    """The run cannot go on (non-finite loss, a resume that does not match, ...); the message says why."""
-
-
-# Settings that a resumed run must share with the checkpoint, or its data stream would differ.
 RESUME_MUST_MATCH = ("init", "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens", "seed")
 
 
@@ -138,17 +128,6 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
         return cfg.lr * step / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)  # 0 -> 1
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on every parameter of 2 or more dimensions (linear weights, embeddings)
-    and none on biases and LayerNorm parameters (nanoGPT's split). The fused kernel (CUDA and CPU) updates
-    all parameters in one pass rather than a loop over tensors. Under FSDP the parameters
-    are shards (DTensors) and the fused kernel updates each rank's rows the same way (CPU and CUDA)."""
-    params = list(model.parameters())  # the tied head/embedding appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cuda", "cpu"))
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> GPT:
@@ -169,81 +148,6 @@ def build_model(cfg: TrainConfig, device: torch.device) -> GPT:
     return model
 
 
-def micro_seed(seed: int, step: int, slot: int) -> int:
-    """The dropout seed of micro-batch slot `slot` at optimizer step `step`: independent streams per (step, slot)."""
-    return int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0])
-
-
-def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one micro-batch, taken chunk by chunk (the logits are never whole)."""
-    _, loss = model(x, y)
-    return loss
-
-
-def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher: GPT, temperature: float,
-               alpha: float) -> torch.Tensor:
-    """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's distribution against the frozen
-    teacher's, both softened by `temperature`, mixed with the cross-entropy, chunk by chunk from the two
-    models' final hidden states. `student` is the plain module `model` runs. It runs inside the step's
-    autocast; no_grad: the teacher never trains."""
-    hidden, _ = model(x, return_hidden=True)  # (B, T, C)
-    with torch.no_grad():
-        teacher_hidden, _ = teacher(x, return_hidden=True)  # (B, T, C_teacher)
-    # The head is read now, after the forward, not bound when the step is built: under --fsdp the root module
-    # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
-    # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
-    loss, _ = kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
-                      temperature=temperature, alpha=alpha)
-    return loss
-
-
-@dataclass
-class StepParts:
-    """Everything one optimizer step touches. train.py's loop and bench.py's training figure both run
-    `train_step` on these, so the benchmark times exactly the step a run takes."""
-
-    model: torch.nn.Module  # what the forward pass calls: raw_model, compiled and/or DDP-wrapped
-    raw_model: GPT  # the module itself (under FSDP, sharded in place): clipping, checkpoints, evaluation
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler  # loss scaling; enabled for fp16 only
-    amp_dtype: torch.dtype  # autocast dtype; float32 means no autocast
-    batches: list[TrainBatches]  # this rank's micro-batch slots, one seeded stream each
-    loss_fn: Callable  # loss_fn(model, x, y) -> the micro-batch's mean loss
-    seed: int  # seeds dropout per (step, slot)
-    rank: int
-    grad_clip: float  # 0: no clipping
-    distributed: bool  # several processes (torchrun): DDP, or FSDP when `fsdp`
-    fsdp: bool
-
-
-def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step: every micro-batch forward (autocast) and backward, gradients all-reduced on the
-    last one only (DDP; FSDP reduce-scatters every micro-batch's, so that they stay sharded), unscale, clip,
-    step, zero. Returns (this rank's mean loss, gradient norm), on the device: nothing here waits for it."""
-    accum = len(p.batches)
-    for group in p.optimizer.param_groups:
-        group["lr"] = lr
-    autocast = torch.autocast(p.raw_model.lm_head.weight.device.type, dtype=p.amp_dtype,
-                              enabled=p.amp_dtype != torch.float32)
-    loss_sum = torch.zeros((), device=p.raw_model.lm_head.weight.device)
-    for micro, batches in enumerate(p.batches):
-        x, y = batches.next()  # (B, T) each
-        torch.manual_seed(micro_seed(p.seed, step, p.rank * accum + micro))  # this slot's dropout masks
-        defer_sync = p.distributed and not p.fsdp and micro < accum - 1
-        sync = p.model.no_sync() if defer_sync else contextlib.nullcontext()
-        with sync:
-            with autocast:
-                loss = p.loss_fn(p.model, x, y) / accum  # every micro-batch has B*T targets: mean of means
-            p.scaler.scale(loss).backward()
-        loss_sum += loss.detach()
-    p.scaler.unscale_(p.optimizer)  # clip true gradients, not scaled ones
-    grad_norm = torch.nn.utils.clip_grad_norm_(p.raw_model.parameters(), p.grad_clip or float("inf"))
-    p.scaler.step(p.optimizer)  # skipped by the scaler if fp16 gradients overflowed
-    p.scaler.update()
-    p.optimizer.zero_grad(set_to_none=True)
-    return loss_sum, grad_norm
-
-
 def check_resumable(state: dict, cfg: TrainConfig, derived: dict, path: Path) -> None:
     """Name every setting that differs between the checkpoint and this run, if any would change the run."""
     saved, now = state["config"], config_to_dict(cfg)
@@ -254,68 +158,6 @@ def check_resumable(state: dict, cfg: TrainConfig, derived: dict, path: Path) ->
     if diffs:
         raise TrainingStopped(f"cannot resume from {path}: " + "; ".join(diffs) + ". Pass the checkpoint's "
                               f"settings (they are in {path.parent / 'run.json'}) or start a new --out_dir.")
-
-
-def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
-    """Micro-batches per process per optimizer step, from the batch stated in tokens."""
-    tokens_per_micro_step = cfg.micro_batch_size * cfg.seq_len * world
-    if cfg.total_batch_tokens % tokens_per_micro_step:
-        raise TrainingStopped(
-            f"--total_batch_tokens {cfg.total_batch_tokens} is not a multiple of micro_batch_size x seq_len x "
-            f"world_size = {cfg.micro_batch_size} x {cfg.seq_len} x {world} = {tokens_per_micro_step}; "
-            f"e.g. use --total_batch_tokens {max(1, round(cfg.total_batch_tokens / tokens_per_micro_step)) * tokens_per_micro_step}")
-    return cfg.total_batch_tokens // tokens_per_micro_step
-
-
-def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dtype: torch.dtype,
-                 loss_fn: Callable) -> Callable:
-    """The plain cross-entropy, or with --teacher the distillation loss against the loaded teacher.
-    A frozen teacher needs no float32 master weights: under bf16 autocast it is stored in bf16 (half the
-    memory; its matrix multiplies ran in bf16 anyway). It is replicated on every process, also under --fsdp:
-    2 bytes per parameter (0.25 GB for gpt2, 3.1 GB for gpt2-xl) buys a forward pass with no all-gathers,
-    where sharding it would save at most that much and gather the whole teacher every micro-batch
-    (benchmarks/memory_plan.py)."""
-    if cfg.teacher is None:
-        return loss_fn
-    dtype = torch.bfloat16 if amp_dtype == torch.bfloat16 else torch.float32
-    try:  # part of the config, not of the state: a resumed run loads it again
-        teacher = load_model(cfg.teacher, device=device, dtype=dtype).requires_grad_(False)  # eval mode: no dropout
-    except DownloadError as e:
-        raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
-    return functools.partial(kd_lm_loss, student=raw_model, teacher=teacher, temperature=cfg.kd_temperature,
-                             alpha=cfg.kd_alpha)
-
-
-def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype, rank: int,
-               world: int, state: dict | None = None, loss_fn: Callable = lm_loss) -> StepParts:
-    """`raw_model` (on `device`) with its optimizer, scaler and this rank's data streams, wrapped for the run
-    (activation checkpointing, FSDP sharding in place, compile, DDP) and ready for `train_step`; a
-    checkpoint's `state` restores optimizer, scaler and data."""
-    accum, distributed = grad_accum_steps(cfg, world), dist.is_initialized()
-    train_tokens = SplitTokens(cfg.data_dir, "train")
-    batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
-                            world_size=world * accum, device=device) for m in range(accum)]  # one per slot
-    if cfg.activation_checkpointing:
-        checkpoint_blocks(raw_model)
-    if cfg.fsdp:
-        shard(raw_model, amp_dtype)  # before the optimizer: AdamW's moments are made like the (sharded) parameters
-    optimizer = make_optimizer(raw_model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
-    if state is not None:
-        load_optimizer_state(optimizer, state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        for m, b in enumerate(batches):
-            b.load_state_dict(state["batches"][rank * accum + m])
-    model = torch.compile(raw_model) if compile_enabled(cfg, device) else raw_model
-    if distributed and not cfg.fsdp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
-                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype, loss_fn), seed=cfg.seed,
-                     rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)
-
-
-def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.compile if cfg.compile is not None else device.type == "cuda"
 
 
 def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:

@@ -29,7 +29,7 @@ block recomputed), and the end of the backward (every gradient; the embedding's 
 Not counted: the CUDA context and NCCL's buffers (about 1 GiB per process) and the caching allocator's
 slack; "fits" asks the peak to stay under 90% of the GPU's memory less 1 GiB.
 
---validate runs train.py's own step (train.build_step + train.train_step) on this CPU at small shapes,
+--validate runs train.py's own step (gpt2.training.build_step + train_step) on this CPU at small shapes,
 in fresh processes (DDP and FSDP under torchrun with 2 processes), and compares with the same formulas
 in float32 without dropout: the state a step leaves behind (AdamW's moments, DDP's buckets) and the
 step's peak above it, from the resident set (Linux). Not in bf16: the CPU's bf16 matrix multiplies add
@@ -54,6 +54,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: train.py lives in the repository root
 
 import train  # noqa: E402
+from gpt2 import training  # noqa: E402
 from data.shards import shard_name, write_shard  # noqa: E402
 from gpt2.cli import config_to_dict, parse_config  # noqa: E402
 from gpt2.config import GPTConfig  # noqa: E402
@@ -283,7 +284,7 @@ def _step_parts(spec: dict, model: GPT, data_dir: str, B: int, T: int, world: in
     cfg = train.TrainConfig(init="scratch", data_dir=data_dir, seq_len=T, micro_batch_size=B, total_batch_tokens=B * T * world,
                             compile=False, fsdp=spec["fsdp"], activation_checkpointing=spec["checkpointing"], seed=0)
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return train.build_step(cfg, model, torch.device("cpu"), torch.float32, rank, world)
+    return training.build_step(cfg, model, torch.device("cpu"), torch.float32, rank, world)
 
 
 def measure_in_this_process(spec: dict) -> dict:
@@ -301,15 +302,15 @@ def measure_in_this_process(spec: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             write_shard(os.path.join(tmp, shard_name("train", 0)), np.random.default_rng(0).integers(0, 50257, 100_000))
             warm = _step_parts(spec, GPT(replace(config, n_layer=1, n_embd=64, n_head=1)), tmp, B, T, world)
-            train.train_step(warm, 1, 1e-4)
+            training.train_step(warm, 1, 1e-4)
             del warm
             model = GPT(config)
             parts = _step_parts(spec, model, tmp, B, T, world)
             before = _settle()
-            train.train_step(parts, 1, 1e-4)
-            train.train_step(parts, 2, 1e-4)  # DDP lays its buckets out again, in the order of the first backward
+            training.train_step(parts, 1, 1e-4)
+            training.train_step(parts, 2, 1e-4)  # DDP lays its buckets out again, in the order of the first backward
             after = _settle()
-            train.train_step(parts, 3, 1e-4)
+            training.train_step(parts, 3, 1e-4)
             peak = _rss("VmHWM")
     finally:
         if world > 1:

@@ -45,7 +45,8 @@ from gpt2.config import GPTConfig
 train.GPTConfig = functools.partial(GPTConfig, vocab_size={VOCAB})
 torch.set_num_threads(1)
 torch.distributed.init_process_group("gloo")
-draw = train.TrainBatches.next
+from data.loader import TrainBatches
+draw = TrainBatches.next
 for run in json.loads(open(sys.argv[1]).read()):
     calls = [0]
     def next_or_die(self, kill_at=run.get("kill_at_batch")):
@@ -53,7 +54,7 @@ for run in json.loads(open(sys.argv[1]).read()):
         if calls[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         return draw(self)
-    train.TrainBatches.next = next_or_die
+    TrainBatches.next = next_or_die
     train.main(run["argv"])
 torch.distributed.destroy_process_group()
 """

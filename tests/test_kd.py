@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from data.loader import TrainBatches
 from gpt2.config import GPTConfig
 from gpt2.kd import every_other, make_student, student_layers
 from gpt2.losses import linear_kd_loss
@@ -218,7 +219,7 @@ def test_student_from_teacher_layers_resumes_exactly(toy, tiny_train, monkeypatc
     state = load_checkpoint(toy / "whole" / "latest.pt")
     assert state["model_config"]["n_layer"] == 1 and state["derived"]["val_tokens"] == 480
 
-    real_next, calls = tiny_train.TrainBatches.next, [0]
+    real_next, calls = TrainBatches.next, [0]
 
     def crashes_in_step_5(self):
         calls[0] += 1
@@ -226,10 +227,10 @@ def test_student_from_teacher_layers_resumes_exactly(toy, tiny_train, monkeypatc
             raise RuntimeError("simulated crash")
         return real_next(self)
 
-    monkeypatch.setattr(tiny_train.TrainBatches, "next", crashes_in_step_5)
+    monkeypatch.setattr(TrainBatches, "next", crashes_in_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         tiny_train.train(settings(toy, out_dir=str(toy / "cut"), **student))
-    monkeypatch.setattr(tiny_train.TrainBatches, "next", real_next)
+    monkeypatch.setattr(TrainBatches, "next", real_next)
     tiny_train.train(settings(toy, out_dir=str(toy / "cut"), resume=True, **student))
     for kind in ("train", "eval"):
         assert log(toy / "cut", kind) == log(toy / "whole", kind)

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+import gpt2.training
 import train
+from data.loader import TrainBatches
 from data.shards import write_shard
 from gpt2.checkpoint import load_checkpoint
 from gpt2.cli import build_parser, field_comments, parse_config
@@ -106,7 +108,7 @@ class FixedBatches:
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "TrainBatches", FixedBatches)
+    monkeypatch.setattr(gpt2.training, "TrainBatches", FixedBatches)
     runs = {}
     for micro in (2, 8):  # 4 micro-batches of 2 rows, then 1 of 8: total_batch_tokens = 8 x 16 both times
         cfg = tiny(tmp_path, micro_batch_size=micro, total_batch_tokens=128, max_steps=1, eval_interval=1,
@@ -129,7 +131,7 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(tmp_path, monkeypatc
     train.train(whole)
 
     cut = tiny(tmp_path, out_dir=str(tmp_path / "cut"), **settings)
-    real_next, calls = train.TrainBatches.next, [0]
+    real_next, calls = TrainBatches.next, [0]
 
     def crashes_in_step_8(self):
         calls[0] += 1
@@ -137,10 +139,10 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(tmp_path, monkeypatc
             raise RuntimeError("simulated crash")
         return real_next(self)
 
-    monkeypatch.setattr(train.TrainBatches, "next", crashes_in_step_8)
+    monkeypatch.setattr(TrainBatches, "next", crashes_in_step_8)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train(cut)
-    monkeypatch.setattr(train.TrainBatches, "next", real_next)
+    monkeypatch.setattr(TrainBatches, "next", real_next)
     assert load_checkpoint(Path(cut.out_dir) / "latest.pt")["step"] == 6
     assert records(cut.out_dir, "train")[-1]["step"] == 7
     train.train(tiny(tmp_path, out_dir=str(tmp_path / "cut"), resume=True, **settings))
