@@ -62,7 +62,7 @@ class DistillConfig(SamplingConfig):
     min_p: float | None = 0.1  # the plausible set: tokens with p >= min_p * p_max
     teacher: str = "runs/finetune"  # the model to distil: a train.py run or checkpoint, a published name, an HF folder
     data_dir: str = "shards/wikitext2"  # real data: prompts come from its train split
-    out_dir: str = "shards/distilled-hard"  # folder for train_NNNNNN.bin, manifest.json and samples.txt
+    out_dir: str = "shards/distilled-inverted"  # folder for train_NNNNNN.bin, manifest.json and samples.txt
     n_tokens: int | None = None  # size of the set in tokens (separators included)
     fraction: float | None = None  # or: this fraction of the train split's tokens; neither given: 0.25
     prompt_tokens: int = 32  # tokens of real text that start each sequence

@@ -1,6 +1,6 @@
 """Real text at the budget of a distilled set: random chunks of the train split, stored like distill.py's output.
 
-    python -m data.subset --data_dir shards/wikitext2 --like shards/distilled-hard --out_dir shards/subset
+    python -m data.subset --data_dir shards/wikitext2 --like shards/distilled-inverted --out_dir shards/subset
     python -m data.subset --data_dir shards/wikitext2 --n_tokens 500000 --out_dir shards/subset
 
 The train split is cut into consecutive chunks of `chunk_tokens` tokens on a grid whose start is a
