@@ -53,7 +53,7 @@ from data.loader import SplitTokens, TrainBatches
 from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
-from gpt2.device import resolve_device_and_dtype
+from gpt2.device import autocast, resolve_device_and_dtype
 from benchmarks.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
 from gpt2.metrics.perplexity import evaluate_perplexity
@@ -142,7 +142,7 @@ class Bench:
     world: int = 1  # processes under torchrun
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
+        return autocast(self.device, self.amp_dtype)
 
     def tokens(self, B: int, T: int) -> torch.Tensor:
         return torch.randint(0, self.model.config.vocab_size, (B, T), device=self.device)  # (B, T)

@@ -44,6 +44,12 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype an operation on `t` runs in: autocast's when autocast is on for t's device, else t's own."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
 def describe(device: torch.device, dtype: torch.dtype) -> str:
     """'cuda:0, autocast bfloat16' or 'cpu, fp32': the line the scripts print."""
     return f"{device}, " + ("fp32" if dtype == torch.float32 else f"autocast {str(dtype).removeprefix('torch.')}")

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gpt2.device import compute_dtype
+
 IGNORE_INDEX = -100  # targets with this id are not scored
 
 # Rows per chunk. 256 rows of V = 50,257 float32 logits are 49 MiB: a cross-entropy chunk holds about
@@ -51,7 +53,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     if reduction == "none":
         chunks = [slice(i, i + chunk_size) for i in range(0, h.size(0), chunk_size)]
         return torch.cat([checkpoint(_nll_rows, h[rows], weight, y[rows], use_reentrant=False) for rows in chunks])
-    return _LinearCrossEntropy.apply(h, weight, y, reduction == "mean", chunk_size, _matmul_dtype(hidden),
+    return _LinearCrossEntropy.apply(h, weight, y, reduction == "mean", chunk_size, compute_dtype(hidden),
                                      torch.is_grad_enabled())
 
 
@@ -78,7 +80,7 @@ def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: t
     h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
     teacher_h = teacher_hidden.detach().reshape(-1, teacher_hidden.size(-1))  # (N, C')
     loss, kl, ce = _LinearKD.apply(h, weight, teacher_h, teacher_weight.detach(), y, temperature, alpha, chunk_size,
-                                   _matmul_dtype(hidden), torch.is_grad_enabled())
+                                   compute_dtype(hidden), torch.is_grad_enabled())
     return loss, {"kl": kl, "ce": ce}
 
 
@@ -88,12 +90,6 @@ def _check_chunk_size(chunk_size: int | None) -> int:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     return chunk_size
-
-
-def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
-    """The dtype F.linear would multiply in here: autocast's when it is on, else the input's own."""
-    device = hidden.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
 
 
 def _nll_rows(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

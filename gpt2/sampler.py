@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from gpt2.device import compute_dtype
 from gpt2.model import GPT, KVCache
 
 Strategy = Literal["greedy", "sample"]
@@ -247,7 +248,7 @@ def generate(
     B, T0 = prompt.shape
     N = model.config.n_positions
     S = min(N, T0 + max_new_tokens)  # cache positions: never more than the context or the final sequence
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else model.lm_head.weight.dtype
+    dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
     was_training = model.training
     model.eval()
     try:

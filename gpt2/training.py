@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import load_model
+from gpt2.device import autocast
 from gpt2.distributed import checkpoint_blocks, load_optimizer_state, shard
 from gpt2.losses import linear_kd_loss as kd_loss
 from gpt2.model import GPT
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 
 class TrainingStopped(RuntimeError):
     """The run cannot go on (non-finite loss, a resume that does not match, ...); the message says why."""
-
-
-# Settings that a resumed run must share with the checkpoint, or its data stream would differ.
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -104,16 +102,15 @@ def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.
     accum = len(p.batches)
     for group in p.optimizer.param_groups:
         group["lr"] = lr
-    autocast = torch.autocast(p.raw_model.lm_head.weight.device.type, dtype=p.amp_dtype,
-                              enabled=p.amp_dtype != torch.float32)
-    loss_sum = torch.zeros((), device=p.raw_model.lm_head.weight.device)
+    device = p.raw_model.lm_head.weight.device
+    loss_sum = torch.zeros((), device=device)
     for micro, batches in enumerate(p.batches):
         x, y = batches.next()  # (B, T) each
         torch.manual_seed(micro_seed(p.seed, step, p.rank * accum + micro))  # this slot's dropout masks
         defer_sync = p.distributed and not p.fsdp and micro < accum - 1
         sync = p.model.no_sync() if defer_sync else contextlib.nullcontext()
         with sync:
-            with autocast:
+            with autocast(device, p.amp_dtype):
                 loss = p.loss_fn(p.model, x, y) / accum  # every micro-batch has B*T targets: mean of means
             p.scaler.scale(loss).backward()
         loss_sum += loss.detach()
