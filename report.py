@@ -238,6 +238,25 @@ def study_tables(arms: dict[str, dict], ngram: dict | None, sets: list[dict]) ->
     return text + "\n".join(lines) + "\n"
 
 
+def teacher_checks(arms: dict[str, dict], ngram: dict | None, sets: list[dict]) -> str:
+    """Is the teacher worth distilling? Its test perplexity against the bigram's, and the distinct-2 of its
+    ordinary samples (alpha = 1) against the real subsets' (the sets have one size and sequence length)."""
+    lines = []
+    teacher = arms.get("teacher", {}).get("loss")
+    if teacher and ngram:
+        ppl, bigram = math.exp(teacher["mean"]), ngram["bigram"]["ppl"]
+        lines.append(f"- test perplexity: teacher {ppl:.1f} against the interpolated bigram's {bigram:.1f}: "
+                     f"{'below' if ppl < bigram else 'NOT below'} it")
+    def mean_distinct_2(prefix: str) -> float | None:
+        values = [st["distinct_2"] for st in sets if st["set"].startswith(prefix) and st.get("distinct_2") is not None]
+        return sum(values) / len(values) if values else None
+    ordinary, real = mean_distinct_2("alpha=1-s"), mean_distinct_2("subset-s")
+    if ordinary is not None and real:
+        lines.append(f"- distinct-2 of its alpha = 1 sets {ordinary:.3f} against the real subsets' {real:.3f} "
+                     f"({ordinary / real - 1:+.1%}; the bar is 20%)")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def dose_response_plot(arms: dict[str, dict], results_dir: Path) -> Path | None:
     """Test perplexity against alpha (mean and 95% CI over seeds), the real subset and the teacher as bands."""
     try:
@@ -282,7 +301,7 @@ def study_report(results_dir: str | Path) -> str:
         return ({"subset": 1, "base": 3}.get(name, 2), name)
 
     arms = {name: arm_summary(runs) for name, runs in sorted(study_arms(results_dir).items(), key=lambda kv: order(kv[0]))}
-    for single in ("base", "teacher"):  # a base model that is not trained from scratch is one model, not one per seed
+    for single in ("base", "teacher-as-trained", "teacher"):  # a base model that is not trained from scratch is one model, not one per seed
         if (results_dir / f"{single}.json").exists():
             arms[single] = arm_summary([read_json(results_dir / f"{single}.json")])
     ngram = read_json(results_dir / "ngram.json") if (results_dir / "ngram.json").exists() else None
@@ -290,6 +309,8 @@ def study_report(results_dir: str | Path) -> str:
     if not arms:
         raise FileNotFoundError(f"no study results in {results_dir}: run `python study.py` (`make study`) first")
     text = f"# Study: retraining on sets drawn with weight p^alpha\n\n{study_tables(arms, ngram, sets)}"
+    checks = teacher_checks(arms, ngram, sets)
+    text += f"\n### Is the teacher worth distilling?\n\n{checks}" if checks else ""
     figure = dose_response_plot(arms, results_dir)
     text += f"\n![dose response]({figure.name})\n" if figure else "\n(no plot: matplotlib is not installed)\n"
     with atomic_open(results_dir / "study.md") as f:

@@ -6,7 +6,9 @@ as ordinary samples, hotter samples or real text of the same size? A dose-respon
 
 Design (every choice is a StudyConfig field):
 1. Baselines on the evaluated test tokens: add-one unigram and interpolated bigram of the train split.
-2. The teacher: a small GPT trained from scratch on the train split (train.py), evaluated like every arm.
+2. The teacher: a small GPT trained from scratch on the train split (train.py). The types the split never
+   holds then get the mean embedding row of its once-seen types (gpt2/unseen.py, Good-Turing's estimate);
+   the teacher is evaluated like every arm, before ("teacher-as-trained") and after.
 3. For each seed and each alpha: a synthetic set of `set_tokens` tokens (distill.py: prompts from the real
    train split, continuations drawn with weight p^alpha inside the plausible set {p >= min_p p_max};
    the seed picks prompts and draws), and a random real subset of the same size and sequence length
@@ -42,13 +44,14 @@ import train
 from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
 from gpt2.atomic import atomic_open
-from gpt2.checkpoint import load_model
+from gpt2.checkpoint import load_checkpoint, load_model, model_from_state, save_checkpoint
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.kd import every_other, student_layers
 from gpt2.metrics import ngram, tail
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.model import GPT
+from gpt2.unseen import share_unseen_rows
 
 
 @dataclass
@@ -60,19 +63,22 @@ class StudyConfig:
     results_dir: str = "results/study"  # evaluations, tables and plots (small, committed)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seed: its own prompts, draws, init, data order
     alphas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.0, -0.5, -1.0, -2.0])  # weights p^alpha
-    min_p: float = 0.1  # the plausible set of every synthetic arm: p >= min_p * p_max
-    set_tokens: int = 100_000  # the token budget of every arm's training set
+    min_p: float = 0.002  # the plausible set of every synthetic arm: p >= min_p * p_max (the small teacher's
+    # alpha=1 samples keep real text's distinct-2 only with a wide set; GPT-2's recipe uses 0.1)
+    set_tokens: int = 50_000  # the token budget of every arm's training set
     prompt_tokens: int = 32  # real tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds to each prompt
     eval_tokens: int = 60_000  # evaluate on this prefix of the test split (the whole split: 0)
     # the teacher, trained on the train split: from scratch (the sizes below) or fine-tuned from a model
     teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2: the GPU recipe, `make study-gpt2`)
     teacher_layers: int = 4  # teacher_init scratch: transformer blocks
-    teacher_heads: int = 4  # teacher_init scratch: attention heads
-    teacher_width: int = 256  # teacher_init scratch: model width
-    teacher_steps: int = 400  # optimizer steps of the teacher (batch_tokens each); best.pt by validation loss
-    teacher_lr: float = 2e-3  # peak learning rate of the teacher (cosine decay to 1/20 of it)
+    teacher_heads: int = 6  # teacher_init scratch: attention heads
+    teacher_width: int = 192  # teacher_init scratch: model width
+    teacher_steps: int = 320  # optimizer steps of the teacher (batch_tokens each); best.pt by validation loss
+    teacher_lr: float = 3e-3  # peak learning rate of the teacher (cosine decay to 1/20 of it)
     teacher_dropout: float = 0.1  # dropout while the teacher trains
+    share_unseen: bool = True  # teacher_init scratch: types absent from the train split get the mean row of its
+    # once-seen types after training (gpt2/unseen.py); the study evaluates the teacher both ways
     # the arms: the same model trained on every set, from scratch (the sizes below) or from a model (e.g. gpt2)
     arm_init: str = "scratch"  # "scratch", or any train.py --init source
     arm_layers: int = 2  # arm_init scratch: transformer blocks
@@ -173,8 +179,19 @@ class Study:
                              max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, min_lr=cfg.teacher_lr / 20,
                              dropout=cfg.teacher_dropout, data_dir=cfg.data_dir, seed=1337,
                              eval_interval=max(1, cfg.teacher_steps // 8))
-        self.evaluate_run("teacher", run)
-        return run
+        if cfg.teacher_init != "scratch" or not cfg.share_unseen:
+            self.evaluate_run("teacher", run)
+            return run / "best.pt"
+        self.evaluate_run("teacher-as-trained", run)
+        path = run / "teacher.pt"
+        if not path.exists():
+            state = load_checkpoint(run / "best.pt")
+            model = model_from_state(state)
+            n = share_unseen_rows(model, self.train_counts)
+            save_checkpoint(path, {**state, "model": model.state_dict(), "unseen_rows_shared": n})
+            self.say(f"teacher: the {n:,} types absent from the train split share the mean row of its once-seen types")
+        self.evaluate_run("teacher", path)
+        return path
 
     def base(self) -> None:
         """The arms' model before any training on a set (one random init per seed from scratch): where every arm starts."""
@@ -271,7 +288,7 @@ class Study:
         cfg = self.cfg
         self.baselines()
         self.base()
-        teacher = self.teacher() / "best.pt"
+        teacher = self.teacher()
         sets: dict[str, dict[int, Path]] = {}
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
             for alpha in cfg.alphas:

@@ -84,3 +84,18 @@ def test_plots_when_matplotlib_is_there(experiment):
 def test_no_results_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="make eval"):
         report.main(["--results_dir", str(tmp_path)])
+
+
+def test_teacher_checks_compare_with_the_bigram_and_real_text():
+    import math
+
+    arms = {"teacher": {"loss": {"mean": math.log(700.0), "half_width": None}}}
+    ngram = {"bigram": {"ppl": 717.0}}
+    sets = [{"set": "alpha=1-s0", "distinct_2": 0.60}, {"set": "alpha=1-s1", "distinct_2": 0.70},
+            {"set": "alpha=-1-s0", "distinct_2": 0.99}, {"set": "subset-s0", "distinct_2": 0.80}]
+    text = report.teacher_checks(arms, ngram, sets)
+    assert "teacher 700.0 against the interpolated bigram's 717.0: below it" in text
+    assert "alpha = 1 sets 0.650 against the real subsets' 0.800 (-18.8%" in text
+    arms["teacher"]["loss"]["mean"] = math.log(720.0)
+    assert "NOT below" in report.teacher_checks(arms, ngram, sets)
+    assert report.teacher_checks({}, None, []) == ""

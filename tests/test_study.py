@@ -12,7 +12,9 @@ import torch
 
 import report
 import study
+from data.loader import SplitTokens
 from data.shards import write_shard
+from gpt2.checkpoint import load_model
 
 
 def toy_data(root: Path) -> Path:
@@ -52,12 +54,13 @@ def check_study(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path)
     study.Study(cfg).run()
     results = Path(cfg.results_dir)
-    expected = {"ngram", "teacher", "base-s0", "base-s1", "alpha=1-s0", "alpha=1-s1", "alpha=-1-s0", "alpha=-1-s1",
+    expected = {"ngram", "teacher", "teacher-as-trained", "base-s0", "base-s1", "alpha=1-s0", "alpha=1-s1", "alpha=-1-s0", "alpha=-1-s1",
                 "subset-s0", "subset-s1"}
     assert expected <= {p.stem for p in results.glob("*.json")}
     assert {p.stem for p in (results / "sets").glob("*.json")} == {"alpha=1-s0", "alpha=1-s1", "alpha=-1-s0",
                                                                     "alpha=-1-s1", "subset-s0", "subset-s1"}
     assert len(list(results.glob("kd-*.json"))) == 6  # 2 seeds x (subset, best set, the layer ablation)
+    check_teacher(cfg)
     inverted = json.loads((results / "sets" / "alpha=-1-s0.json").read_text())
     ordinary = json.loads((results / "sets" / "alpha=1-s0.json").read_text())
     assert inverted["teacher_nll"] > ordinary["teacher_nll"]  # the inverted set is less likely under the teacher
@@ -65,7 +68,7 @@ def check_study(tmp_path: Path) -> None:
     text = report.study_report(results)
     main_table = text.split("### ")[0]
     rows = {line.split("|")[1].strip(): line for line in main_table.splitlines() if line.startswith("| ")}
-    for arm in ("alpha=1", "alpha=-1", "subset", "kd-distilgpt2-subset", "teacher", "bigram (counts of the train split)"):
+    for arm in ("alpha=1", "alpha=-1", "subset", "kd-distilgpt2-subset", "teacher", "teacher-as-trained", "bigram (counts of the train split)"):
         assert arm in rows, arm
     assert "[" in rows["alpha=1"] and "| 2 |" in rows["alpha=1"]  # a 95% interval over two seeds
     summary = json.loads((results / "study.json").read_text())
@@ -75,6 +78,17 @@ def check_study(tmp_path: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in results.glob("*.json")}
     study.Study(cfg).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.glob("*.json")} == before
+
+
+def check_teacher(cfg: study.StudyConfig) -> None:
+    """The teacher the study uses is the trained one with the unseen types' rows shared, nothing else changed."""
+    trained = load_model(Path(cfg.work_dir) / "runs" / "teacher" / "best.pt").state_dict()
+    used = load_model(Path(cfg.work_dir) / "runs" / "teacher" / "teacher.pt").state_dict()
+    counts = np.bincount(SplitTokens(cfg.data_dir, "train")[:].astype(np.int64), minlength=50257)
+    rows = used["transformer.wte.weight"]
+    assert torch.equal(rows[counts == 0], rows[counts == 1].mean(0).expand(int((counts == 0).sum()), -1))
+    assert torch.equal(rows[counts > 0], trained["transformer.wte.weight"][counts > 0])
+    assert all(torch.equal(used[k], trained[k]) for k in used if "wte" not in k and "lm_head" not in k)
 
 
 def test_command_line_lists_every_setting(capsys):
