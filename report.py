@@ -203,6 +203,24 @@ def arm_summary(runs: list[dict]) -> dict:
     return out
 
 
+def paired_ratio(runs: list[dict], reference: list[dict]) -> dict | None:
+    """An arm against the reference arm, paired by seed (the same seed picks both sets' prompts and the same
+    init, data order and dropout): the mean over seeds of the difference in test NLL, with its 95% interval.
+    exp of it is the ratio of perplexities; None without two shared seeds."""
+    def seed(r: dict) -> str:
+        return r["name"].rsplit("-s", 1)[1]
+    ref = {seed(r): r["perplexity"]["loss"] for r in reference}
+    diffs = [r["perplexity"]["loss"] - ref[seed(r)] for r in runs if seed(r) in ref]
+    return mean_ci(diffs) if len(diffs) >= 2 else None
+
+
+def ratio_ci(diff: dict | None) -> str:
+    if diff is None:
+        return "—"
+    mean, hw = diff["mean"], diff["half_width"]
+    return f"x{math.exp(mean):.2f} [{math.exp(mean - hw):.2f}, {math.exp(mean + hw):.2f}]"
+
+
 def ppl_ci(loss: dict | None) -> str:
     """exp of the mean NLL, with the interval's ends exponentiated too (perplexity is not symmetric)."""
     if loss is None:
@@ -212,13 +230,14 @@ def ppl_ci(loss: dict | None) -> str:
 
 
 def study_tables(arms: dict[str, dict], ngram: dict | None, sets: list[dict]) -> str:
-    lines = ["| arm | seeds | test ppl [95% CI] | bits/byte | word ppl | BLEU | ROUGE-L |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| arm | seeds | test ppl [95% CI] | ppl / subset's, paired by seed [95% CI] | bits/byte | word ppl | BLEU | "
+             "ROUGE-L |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, a in arms.items():
         cells = [format_ci(a[k], d) if a[k] else "—" for k, d in (("bits_per_byte", 4), ("word_ppl", 1), ("bleu", 2), ("rougeL", 4))]
-        lines.append(f"| {name} | {a['seeds']} | {ppl_ci(a['loss'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {a['seeds']} | {ppl_ci(a['loss'])} | {ratio_ci(a.get('vs_subset'))} | " + " | ".join(cells) + " |")
     for name in ("unigram", "bigram"):
         if ngram:
-            lines.append(f"| {name} (counts of the train split) | — | {ngram[name]['ppl']:.1f} | — | — | — | — |")
+            lines.append(f"| {name} (counts of the train split) | — | {ngram[name]['ppl']:.1f} | — | — | — | — | — |")
     text = "\n".join(lines) + "\n\n### Test perplexity by the target's frequency in the train split (mean over seeds)\n\n"
     lines = ["| arm | " + " | ".join(tail.BUCKETS) + " |", "|---|" + "---:|" * len(tail.BUCKETS)]
     for name, a in arms.items():
@@ -300,7 +319,10 @@ def study_report(results_dir: str | Path) -> str:
             return (0, -float(name.removeprefix("alpha=")))
         return ({"subset": 1, "base": 3}.get(name, 2), name)
 
-    arms = {name: arm_summary(runs) for name, runs in sorted(study_arms(results_dir).items(), key=lambda kv: order(kv[0]))}
+    runs = dict(sorted(study_arms(results_dir).items(), key=lambda kv: order(kv[0])))
+    arms = {name: arm_summary(r) for name, r in runs.items()}
+    for name in runs.keys() - {"subset", "base"}:
+        arms[name]["vs_subset"] = paired_ratio(runs[name], runs.get("subset", []))
     for single in ("base", "teacher-as-trained", "teacher"):  # a base model that is not trained from scratch is one model, not one per seed
         if (results_dir / f"{single}.json").exists():
             arms[single] = arm_summary([read_json(results_dir / f"{single}.json")])

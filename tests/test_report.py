@@ -99,3 +99,19 @@ def test_teacher_checks_compare_with_the_bigram_and_real_text():
     arms["teacher"]["loss"]["mean"] = math.log(720.0)
     assert "NOT below" in report.teacher_checks(arms, ngram, sets)
     assert report.teacher_checks({}, None, []) == ""
+
+
+def test_paired_ratio_matches_seeds():
+    import math
+
+    def run(name, loss):
+        return {"name": name, "perplexity": {"loss": loss}}
+
+    arm = [run("alpha=1-s2", 7.3), run("alpha=1-s0", 7.0), run("alpha=1-s1", 7.1), run("alpha=1-s9", 9.0)]
+    subset = [run("subset-s0", 6.9), run("subset-s1", 7.1), run("subset-s2", 7.0)]
+    diff = report.paired_ratio(arm, subset)  # s9 has no partner; the pairs differ by 0.1, 0.0, 0.3
+    assert diff["n"] == 3 and math.isclose(diff["mean"], 0.4 / 3)
+    sd = math.sqrt(((0.1 - 0.4 / 3) ** 2 + (0.4 / 3) ** 2 + (0.3 - 0.4 / 3) ** 2) / 2)
+    assert math.isclose(diff["half_width"], 4.303 * sd / math.sqrt(3), rel_tol=1e-5)
+    assert report.ratio_ci(diff).startswith(f"x{math.exp(0.4 / 3):.2f} [")
+    assert report.paired_ratio(arm[:1], subset) is None and report.ratio_ci(None) == "—"
