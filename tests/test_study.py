@@ -80,6 +80,20 @@ def check_study(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in results.glob("*.json")} == before
 
 
+@pytest.mark.slow
+def test_kd_ablation_can_be_left_out(tmp_path, encoding):
+    cfg = toy_config(tmp_path)
+    cfg.seeds, cfg.alphas, cfg.kd_ablation = [0], [1.0], False
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study.Study(cfg).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert {p.stem for p in Path(cfg.results_dir).glob("kd-*.json")} == {"kd-distilgpt2-subset-s0",
+                                                                        "kd-distilgpt2-alpha=1-s0"}
+
+
 def check_teacher(cfg: study.StudyConfig) -> None:
     """The teacher the study uses is the trained one with the unseen types' rows shared, nothing else changed."""
     trained = load_model(Path(cfg.work_dir) / "runs" / "teacher" / "best.pt").state_dict()
