@@ -127,7 +127,7 @@ def test_inverted_text_is_more_surprising_than_sampled_text(world):
     assert hard["quality"]["mean_surprisal_nats"] > sample["quality"]["mean_surprisal_nats"] + 0.3
 
 
-def test_the_filter_drops_a_degenerate_continuation(world, monkeypatch):
+def test_the_filter_drops_a_degenerate_continuation(world, monkeypatch, encoding):
     """Row 0 of the first batch is replaced by one token repeated: it must be dropped, the rest kept."""
     real_generate, calls = distill.generate, []
 

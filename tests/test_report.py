@@ -17,7 +17,7 @@ from data.shards import write_shard
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+def experiment(tmp_path_factory, encoding):
     root = tmp_path_factory.mktemp("experiment")  # full GPT-2 vocabulary: the sets hold <|endoftext|> (50256)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
