@@ -43,6 +43,15 @@ def encoding():
         pytest.skip(str(e))
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: ops this small only lose time synchronising threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -28,12 +28,7 @@ VOCAB = 256  # ids < 256 are GPT-2's byte tokens: they decode, and a tiny head k
 P, G = 8, 24  # prompt and generated tokens per sequence
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # ops this small only lose time synchronising threads on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,16 +41,7 @@ def toy_config(root: Path) -> study.StudyConfig:
 
 
 @pytest.mark.slow
-def test_study_runs_reports_and_resumes(tmp_path, encoding):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # ops this small only lose time synchronising threads
-    try:
-        check_study(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def check_study(tmp_path: Path) -> None:
+def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread):
     cfg = toy_config(tmp_path)
     study.Study(cfg).run()
     results = Path(cfg.results_dir)
@@ -81,15 +72,10 @@ def check_study(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kd_ablation_can_be_left_out(tmp_path, encoding):
+def test_kd_ablation_can_be_left_out(tmp_path, encoding, one_thread):
     cfg = toy_config(tmp_path)
     cfg.seeds, cfg.alphas, cfg.kd_ablation = [0], [1.0], False
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        study.Study(cfg).run()
-    finally:
-        torch.set_num_threads(threads)
+    study.Study(cfg).run()
     assert {p.stem for p in Path(cfg.results_dir).glob("kd-*.json")} == {"kd-distilgpt2-subset-s0",
                                                                         "kd-distilgpt2-alpha=1-s0"}
 
