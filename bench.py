@@ -45,7 +45,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-import train
 from gpt2 import training
 from benchmarks.harness import hf_twin, measure
 from benchmarks.report import machine_info, print_and_save
@@ -53,9 +52,10 @@ from data.loader import SplitTokens, TrainBatches
 from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
-from gpt2.device import autocast, resolve_device_and_dtype
+from gpt2.device import autocast, compile_wanted, resolve_device_and_dtype
 from benchmarks.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
+from gpt2.train_config import TrainConfig
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.sampler import SamplingConfig, generate
 
@@ -125,9 +125,9 @@ def resolve(cfg: BenchConfig, device: torch.device) -> BenchConfig:
     new_tokens = cfg.new_tokens or (256 if cuda else 32)
     return dataclasses.replace(
         cfg, batch_sizes=cfg.batch_sizes or ([1, 4, 8, 16] if cuda else [1, 2]), seq_len=cfg.seq_len or (1024 if cuda else 128),
-        compile=cuda if cfg.compile is None else cfg.compile, gen_batch_sizes=cfg.gen_batch_sizes or ([1, 8, 32] if cuda else [1, 8]),
+        compile=compile_wanted(cfg.compile, device), gen_batch_sizes=cfg.gen_batch_sizes or ([1, 8, 32] if cuda else [1, 8]),
         new_tokens=new_tokens, uncached_new_tokens=cfg.uncached_new_tokens or max(1, new_tokens // 4),
-        compile_decode=cuda if cfg.compile_decode is None else cfg.compile_decode)
+        compile_decode=compile_wanted(cfg.compile_decode, device))
 
 
 @dataclass
@@ -187,7 +187,7 @@ def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: boo
 
     def make():
         model.train()
-        cfg = train.TrainConfig(data_dir=data_dir, seq_len=b.cfg.seq_len, micro_batch_size=B,
+        cfg = TrainConfig(data_dir=data_dir, seq_len=b.cfg.seq_len, micro_batch_size=B,
                                 total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed,
                                 fsdp=fsdp, activation_checkpointing=b.cfg.activation_checkpointing)
         rank = torch.distributed.get_rank() if b.world > 1 else 0

@@ -43,7 +43,7 @@ from data.loader import SplitTokens
 from data.sequences import read_manifest, repeated_fraction, text_stats, top_token_share, write_sequences
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
-from gpt2.device import describe, resolve_device_and_dtype
+from gpt2.device import compile_wanted, describe, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config, require_positive
@@ -196,7 +196,7 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
         raise DistillError(f"{train!r} is shorter than one prompt of --prompt_tokens {P}")
     target = cfg.n_tokens or max(2, round((cfg.fraction or DEFAULT_FRACTION) * len(train)))
     teacher = load_teacher(cfg, device, dtype)
-    strategy, compile = cfg.sampling(), device.type == "cuda" if cfg.compile is None else cfg.compile
+    strategy, compile = cfg.sampling(), compile_wanted(cfg.compile, device)
     print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(strategy)}; "
           f"{target:,} tokens wanted; {describe(device, dtype)}{', compiled decoding' if compile else ''}")
     prompts_rng, built, batch = np.random.default_rng(cfg.seed), SetBuilder(cfg, target), 0

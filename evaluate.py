@@ -42,7 +42,7 @@ from tqdm import tqdm
 from data.loader import SplitTokens
 from data.shards import ShardError
 from gpt2.atomic import atomic_open
-from gpt2.device import describe, device_name, resolve_device_and_dtype
+from gpt2.device import compile_wanted, describe, device_name, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
@@ -280,7 +280,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     t0 = time.perf_counter()
     model, seq_len, stride = load_for_eval(cfg, device)
     load_s = time.perf_counter() - t0
-    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    compile = compile_wanted(cfg.compile, device)
     print(f"{cfg.name}: {model.num_params():,} parameters, context {model.config.n_positions}; windows of {seq_len} "
           f"tokens every {stride}; {describe(device, dtype)}")
     t_eval = time.perf_counter()

@@ -73,7 +73,7 @@ def describe_run(results: dict) -> dict:
         init += f" layers {','.join(map(str, cfg['init_layers']))}"
     data = Path(cfg.get("data_dir", "?")).name
     if cfg.get("teacher"):
-        data += f" + KD from {Path(cfg['teacher']).name} (T={cfg.get('kd_temperature')}, alpha={cfg.get('kd_alpha')})"
+        data += f" + KD from {Path(cfg['teacher']).name} (T={cfg.get('kd_temperature')}, kd_weight={cfg.get('kd_weight', cfg.get('kd_alpha'))})"
     start = (run_dir / "run.json").stat().st_mtime if (run_dir / "run.json").is_file() else 0.0
     return {"init": init, "data": data, "order": (1, start), "data_dir": cfg.get("data_dir")}
 

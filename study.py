@@ -41,6 +41,7 @@ import torch
 import distill
 import evaluate
 import train
+from gpt2.train_config import TrainConfig
 from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
 from gpt2.atomic import atomic_open
@@ -154,7 +155,7 @@ class Study:
                         total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device, out_dir=str(run_dir),
                         resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, warmup_steps=10)
         self.say(f"training {name}")
-        summary = train.train(train.TrainConfig(**{**settings, **overrides}))
+        summary = train.train(TrainConfig(**{**settings, **overrides}))
         self.write_json(done, summary)
         return run_dir
 

@@ -53,13 +53,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: train.py lives in the repository root
 
-import train  # noqa: E402
 from gpt2 import training  # noqa: E402
 from data.shards import shard_name, write_shard  # noqa: E402
 from gpt2.cli import config_to_dict, parse_config  # noqa: E402
 from gpt2.config import GPTConfig  # noqa: E402
 from gpt2.losses import CHUNK_SIZE  # noqa: E402
 from gpt2.model import GPT  # noqa: E402
+from gpt2.train_config import TrainConfig  # noqa: E402
 
 MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPU_COUNTS = (1, 2, 4, 8)
@@ -281,7 +281,7 @@ def _settle() -> int:
 
 
 def _step_parts(spec: dict, model: GPT, data_dir: str, B: int, T: int, world: int):
-    cfg = train.TrainConfig(init="scratch", data_dir=data_dir, seq_len=T, micro_batch_size=B, total_batch_tokens=B * T * world,
+    cfg = TrainConfig(init="scratch", data_dir=data_dir, seq_len=T, micro_batch_size=B, total_batch_tokens=B * T * world,
                             compile=False, fsdp=spec["fsdp"], activation_checkpointing=spec["checkpointing"], seed=0)
     rank = torch.distributed.get_rank() if world > 1 else 0
     return training.build_step(cfg, model, torch.device("cpu"), torch.float32, rank, world)

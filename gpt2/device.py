@@ -31,6 +31,12 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
     return dev, torch.float32
 
 
+def compile_wanted(flag: bool | None, device: torch.device) -> bool:
+    """Every script's --compile: True or False as given; None (the default) means on for CUDA, where
+    torch.compile's fused kernels and CUDA graphs pay for its start-up time, and off elsewhere."""
+    return flag if flag is not None else device.type == "cuda"
+
+
 def configure(device: torch.device) -> None:
     """On CUDA, what runs in float32 outside autocast (the optimizer's math aside) uses TF32 tensor cores:
     a 10-bit mantissa for the products, float32 accumulation, several times the fp32 matmul rate."""

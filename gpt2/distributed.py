@@ -59,7 +59,7 @@ def shard(model: GPT, amp_dtype: torch.dtype) -> None:
     reduced in float32 into the float32 shards, which AdamW updates: FSDP's mixed-precision policy. The root
     keeps its parameters gathered from its forward to the end of its backward (reshard_after_forward=False):
     it would gather them again at once for the backward, and the distillation loss reads the whole head
-    after the forward (train.py's kd_lm_loss)."""
+    after the forward (gpt2/training.py's kd_lm_loss)."""
     if not dist.is_initialized():
         raise ValueError("--fsdp shards the model over the processes torchrun starts: run "
                          "`torchrun --standalone --nproc_per_node N train.py --fsdp ...` with N GPUs "

@@ -1,7 +1,7 @@
 """Losses of the language-model head that never hold the whole (B, T, V) float32 logits.
 
     linear_cross_entropy  cross_entropy(hidden @ weight.T, targets), as F.cross_entropy of the logits
-    linear_kd_loss        alpha * T^2 * KL(teacher || student, both softened by T) + (1 - alpha) * CE(student),
+    linear_kd_loss        w * T^2 * KL(teacher || student, both softened by T) + (1 - w) * CE(student), w = kd_weight,
                           the distillation loss (Hinton et al., 2015) of the two models' hidden @ weight.T
 
 At the gpt2 shape one (B, T) = (2, 1024) batch has 2,048 x 50,257 logits: 412 MB in float32, and the
@@ -58,9 +58,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 
 
 def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: torch.Tensor,
-                   teacher_weight: torch.Tensor, targets: torch.Tensor, *, temperature: float, alpha: float,
+                   teacher_weight: torch.Tensor, targets: torch.Tensor, *, temperature: float, kd_weight: float,
                    chunk_size: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, targets).
+    """kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - kd_weight) * CE(student, targets).
 
     hidden (B, T, C) and teacher_hidden (B, T, C') are the two models' final hidden states, weight (V, C)
     and teacher_weight (V, C') their heads. Both terms are means over the valid positions (0 when there
@@ -70,8 +70,8 @@ def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: t
     """
     if not temperature > 0:
         raise ValueError(f"kd temperature (--kd_temperature) must be > 0, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"kd alpha (--kd_alpha) must lie in [0, 1], got {alpha}")
+    if not 0 <= kd_weight <= 1:
+        raise ValueError(f"kd_weight (--kd_weight) must lie in [0, 1], got {kd_weight}")
     if weight.size(0) != teacher_weight.size(0) or hidden.shape[:-1] != teacher_hidden.shape[:-1]:
         raise ValueError(f"student hidden {tuple(hidden.shape)} and head {tuple(weight.shape)} do not match the "
                          f"teacher's {tuple(teacher_hidden.shape)} and {tuple(teacher_weight.shape)}: do the two "
@@ -79,7 +79,7 @@ def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: t
     chunk_size = _check_chunk_size(chunk_size)
     h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
     teacher_h = teacher_hidden.detach().reshape(-1, teacher_hidden.size(-1))  # (N, C')
-    loss, kl, ce = _LinearKD.apply(h, weight, teacher_h, teacher_weight.detach(), y, temperature, alpha, chunk_size,
+    loss, kl, ce = _LinearKD.apply(h, weight, teacher_h, teacher_weight.detach(), y, temperature, kd_weight, chunk_size,
                                    compute_dtype(hidden), torch.is_grad_enabled())
     return loss, {"kl": kl, "ce": ce}
 
@@ -189,11 +189,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return _scaled(grad_hidden, grad_loss), _scaled(grad_weight, grad_loss), *[None] * 5
 
 
-def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float,
+def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, kd_weight: float,
              with_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """For float32 logits (n, V) each: per row KL(p_T || q_T) summed over V (teacher p, student q, both
     softened by the temperature) and the student's NLL, 0 where y is ignored; with_grad, also
-    d(alpha T^2 KL + (1 - alpha) NLL)_i / d student_i (n, V), for every row. Overwrites both inputs."""
+    d(kd_weight T^2 KL + (1 - kd_weight) NLL)_i / d student_i (n, V), for every row. Overwrites both inputs."""
     log_q = F.log_softmax(student / temperature, dim=-1)  # (n, V) student, softened
     log_p = F.log_softmax(teacher.div_(temperature), dim=-1)  # (n, V) teacher, softened
     del teacher  # the caller passes no other reference: at most four (n, V) buffers live at once
@@ -205,15 +205,15 @@ def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temp
     if not with_grad:
         return kl, nll, None
     # d(T^2 KL) / d student = T (q_T - p_T): the T^2 makes up for the 1 / T^2 of the softened gradient.
-    grad = log_q.exp_().sub_(p).mul_(alpha * temperature)
-    return kl, nll, grad.add_(grad_ce, alpha=1 - alpha)
+    grad = log_q.exp_().sub_(p).mul_(kd_weight * temperature)
+    return kl, nll, grad.add_(grad_ce, alpha=1 - kd_weight)
 
 
 class _LinearKD(torch.autograd.Function):
     """(loss, kl, ce) of linear_kd_loss; only loss carries a gradient, and only to the student."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, targets, temperature: float, alpha: float,
+    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, targets, temperature: float, kd_weight: float,
                 chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
         valid = targets != IGNORE_INDEX  # (N,)
         n_valid = valid.sum().clamp(min=1)  # no valid row: every term 0, not nan
@@ -226,7 +226,7 @@ class _LinearKD(torch.autograd.Function):
             h = hidden[rows].to(dtype)  # (n, C)
             kl, nll, grad_logits = _kd_rows(  # the two models' logits (n, V), unnamed: _kd_rows frees them
                 (h @ w.t()).float(), (teacher_hidden[rows].to(dtype) @ teacher_w.t()).float(), targets[rows],
-                temperature, alpha, grads.wanted)
+                temperature, kd_weight, grads.wanted)
             kl_sum, ce_sum = kl_sum + kl.sum(), ce_sum + nll.sum()
             if grads.wanted:
                 grads.add(h, w, grad_logits.mul_(row_mask[rows]))
@@ -234,7 +234,7 @@ class _LinearKD(torch.autograd.Function):
         ctx.save_for_backward(*grads.result(1 / n_valid))
         kl, ce = kl_sum / n_valid, ce_sum / n_valid
         ctx.mark_non_differentiable(kl, ce)
-        return alpha * temperature**2 * kl + (1 - alpha) * ce, kl, ce
+        return kd_weight * temperature**2 * kl + (1 - kd_weight) * ce, kl, ce
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_kl, _grad_ce):

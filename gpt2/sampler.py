@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     from gpt2 import tokenizer
     from gpt2.checkpoint import CheckpointError, load_model
     from gpt2.cli import config_to_dict, parse_config
-    from gpt2.device import resolve_device_and_dtype
+    from gpt2.device import compile_wanted, resolve_device_and_dtype
     from gpt2.weights import DownloadError, WeightsError
 
     args = parse_config(SampleArgs, argv)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         prompt = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)  # (num_samples, T0)
         out = generate(model, prompt, args.max_new_tokens, strategy=strategy, seed=args.seed,
                        stop_token=tokenizer.EOT_ID if args.stop_at_eot else None, on_context_full=args.on_context_full,
-                       compile=device.type == "cuda" if args.compile is None else args.compile)
+                       compile=compile_wanted(args.compile, device))
     except (RuntimeError, CheckpointError, WeightsError, DownloadError, ValueError) as e:
         sys.exit(f"error: {e}")  # RuntimeError: the BPE files are neither cached nor downloadable
     for i in range(args.num_samples):

@@ -6,7 +6,7 @@
 
 A step's data and dropout depend only on the global batch: micro-batch slot g = rank * accum + micro reads
 its own seeded stream and seeds dropout from (seed, step, g), whatever the number of processes.
-`cfg` is train.py's TrainConfig (its data, optimisation, precision, sharding and distillation fields).
+`cfg` is a TrainConfig (gpt2/train_config.py) (its data, optimisation, precision, sharding and distillation fields).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,14 +23,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import load_model
-from gpt2.device import autocast
+from gpt2.device import autocast, compile_wanted
 from gpt2.distributed import checkpoint_blocks, load_optimizer_state, shard
 from gpt2.losses import linear_kd_loss as kd_loss
 from gpt2.model import GPT
+from gpt2.train_config import TrainConfig
 from gpt2.weights import DownloadError
 
-if TYPE_CHECKING:
-    from train import TrainConfig
 
 
 class TrainingStopped(RuntimeError):
@@ -60,7 +59,7 @@ def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher: GPT, temperature: float,
-               alpha: float) -> torch.Tensor:
+               kd_weight: float) -> torch.Tensor:
     """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's distribution against the frozen
     teacher's, both softened by `temperature`, mixed with the cross-entropy, chunk by chunk from the two
     models' final hidden states. `student` is the plain module `model` runs. It runs inside the step's
@@ -72,7 +71,7 @@ def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher
     # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
     # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
     loss, _ = kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
-                      temperature=temperature, alpha=alpha)
+                      temperature=temperature, kd_weight=kd_weight)
     return loss
 
 
@@ -149,7 +148,7 @@ def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dty
     except DownloadError as e:
         raise TrainingStopped(f"--teacher {cfg.teacher}: {e}") from e
     return functools.partial(kd_lm_loss, student=raw_model, teacher=teacher, temperature=cfg.kd_temperature,
-                             alpha=cfg.kd_alpha)
+                             kd_weight=cfg.kd_weight)
 
 
 def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype, rank: int,
@@ -172,13 +171,10 @@ def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.devic
         scaler.load_state_dict(state["scaler"])
         for m, b in enumerate(batches):
             b.load_state_dict(state["batches"][rank * accum + m])
-    model = torch.compile(raw_model) if compile_enabled(cfg, device) else raw_model
+    model = torch.compile(raw_model) if compile_wanted(cfg.compile, device) else raw_model
     if distributed and not cfg.fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
                      batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype, loss_fn), seed=cfg.seed,
                      rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)
 
-
-def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.compile if cfg.compile is not None else device.type == "cuda"

@@ -31,10 +31,10 @@ def batch(seed: int = 0, masked: int = 3):
     return student, teacher, targets
 
 
-@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.5), (2.0, 0.5), (4.0, 0.9), (2.0, 0.0), (2.0, 1.0)])
-def test_kd_loss_matches_torch_kl_div(temperature, alpha):
+@pytest.mark.parametrize("temperature, kd_weight", [(1.0, 0.5), (2.0, 0.5), (4.0, 0.9), (2.0, 0.0), (2.0, 1.0)])
+def test_kd_loss_matches_torch_kl_div(temperature, kd_weight):
     student, teacher, targets = batch()
-    loss, parts = kd_loss(student, teacher, targets, temperature=temperature, alpha=alpha)
+    loss, parts = kd_loss(student, teacher, targets, temperature=temperature, kd_weight=kd_weight)
     valid = targets.view(-1) != -100
     s, t = student.view(-1, V)[valid], teacher.view(-1, V)[valid]
     kl = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1), log_target=True,
@@ -42,27 +42,27 @@ def test_kd_loss_matches_torch_kl_div(temperature, alpha):
     ce = F.cross_entropy(s, targets.view(-1)[valid])
     torch.testing.assert_close(parts["kl"], kl, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts["ce"], ce, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(loss, alpha * temperature**2 * kl + (1 - alpha) * ce, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, kd_weight * temperature**2 * kl + (1 - kd_weight) * ce, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.5), (2.0, 0.3), (3.0, 1.0)])
-def test_kd_gradient_is_the_analytic_one(temperature, alpha):
-    """d loss / d student logits = [alpha * T * (q_T - p_T) + (1 - alpha) * (softmax(s) - onehot(y))] / n_valid
+@pytest.mark.parametrize("temperature, kd_weight", [(1.0, 0.5), (2.0, 0.3), (3.0, 1.0)])
+def test_kd_gradient_is_the_analytic_one(temperature, kd_weight):
+    """d loss / d student logits = [kd_weight * T * (q_T - p_T) + (1 - kd_weight) * (softmax(s) - onehot(y))] / n_valid
     at valid positions (q_T, p_T: student and teacher softened), and 0 at positions with target -100."""
     student, teacher, targets = batch(seed=1)
     student.requires_grad_(True)
-    loss, _ = kd_loss(student, teacher, targets, temperature=temperature, alpha=alpha)
+    loss, _ = kd_loss(student, teacher, targets, temperature=temperature, kd_weight=kd_weight)
     loss.backward()
     valid = (targets != -100).unsqueeze(-1).float()  # (B, T, 1)
     q, p = F.softmax(student.detach() / temperature, -1), F.softmax(teacher / temperature, -1)
     onehot = F.one_hot(targets.clamp(min=0), V).float()
-    expected = (alpha * temperature * (q - p) + (1 - alpha) * (F.softmax(student.detach(), -1) - onehot)) * valid
+    expected = (kd_weight * temperature * (q - p) + (1 - kd_weight) * (F.softmax(student.detach(), -1) - onehot)) * valid
     torch.testing.assert_close(student.grad, expected / valid.sum(), rtol=1e-4, atol=1e-7)
 
 
 def test_kd_loss_of_a_perfect_student_is_its_cross_entropy():
     _, teacher, targets = batch()
-    loss, parts = kd_loss(teacher.clone(), teacher, targets, temperature=2.0, alpha=0.5)
+    loss, parts = kd_loss(teacher.clone(), teacher, targets, temperature=2.0, kd_weight=0.5)
     assert parts["kl"].abs() < 1e-6
     torch.testing.assert_close(loss, 0.5 * parts["ce"], rtol=1e-5, atol=1e-6)
 
@@ -70,11 +70,11 @@ def test_kd_loss_of_a_perfect_student_is_its_cross_entropy():
 def test_kd_loss_rejects_bad_settings():
     student, teacher, targets = batch()
     with pytest.raises(ValueError, match="kd_temperature"):
-        kd_loss(student, teacher, targets, temperature=0.0, alpha=0.5)
-    with pytest.raises(ValueError, match="kd_alpha"):
-        kd_loss(student, teacher, targets, temperature=1.0, alpha=1.5)
+        kd_loss(student, teacher, targets, temperature=0.0, kd_weight=0.5)
+    with pytest.raises(ValueError, match="kd_weight"):
+        kd_loss(student, teacher, targets, temperature=1.0, kd_weight=1.5)
     with pytest.raises(ValueError, match="vocabulary"):
-        linear_kd_loss(student, EYE, teacher[..., :-1], EYE[:-1, :-1], targets, temperature=1.0, alpha=0.5)
+        linear_kd_loss(student, EYE, teacher[..., :-1], EYE[:-1, :-1], targets, temperature=1.0, kd_weight=0.5)
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_kd_with_alpha_zero_is_plain_training_bit_for_bit(toy, tiny_train):
     from gpt2.checkpoint import load_checkpoint
 
     plain = settings(toy, out_dir=str(toy / "plain"), dropout=0.1)
-    kd = settings(toy, out_dir=str(toy / "kd0"), dropout=0.1, teacher=str(toy / "teacher"), kd_alpha=0.0)
+    kd = settings(toy, out_dir=str(toy / "kd0"), dropout=0.1, teacher=str(toy / "teacher"), kd_weight=0.0)
     tiny_train.train(plain)
     tiny_train.train(kd)
     for kind in ("train", "eval"):
@@ -197,7 +197,7 @@ def test_kd_training_learns_and_the_teacher_stays_frozen(toy, tiny_train):
     from gpt2.checkpoint import load_checkpoint
 
     before = load_checkpoint(toy / "teacher" / "best.pt")["model"]
-    cfg = settings(toy, out_dir=str(toy / "kd"), teacher=str(toy / "teacher"), kd_alpha=0.7, kd_temperature=2.0,
+    cfg = settings(toy, out_dir=str(toy / "kd"), teacher=str(toy / "teacher"), kd_weight=0.7, kd_temperature=2.0,
                    max_steps=20, eval_interval=10, lr=1e-2)
     tiny_train.train(cfg)
     losses, val = [r["loss"] for r in log(cfg.out_dir, "train")], [r["val_loss"] for r in log(cfg.out_dir, "eval")]
@@ -241,5 +241,5 @@ def test_student_from_teacher_layers_resumes_exactly(toy, tiny_train, monkeypatc
 def test_train_config_rejects_bad_kd_settings(tmp_path, tiny_train):
     with pytest.raises(ValueError, match="init_layers"):
         settings(tmp_path, init_layers=[0])  # init scratch has no layers to pick
-    with pytest.raises(ValueError, match="kd_alpha"):
-        settings(tmp_path, teacher="x", kd_alpha=2.0)
+    with pytest.raises(ValueError, match="kd_weight"):
+        settings(tmp_path, teacher="x", kd_weight=2.0)

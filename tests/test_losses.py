@@ -35,7 +35,7 @@ def reference_ce(hidden, weight, targets, reduction="mean"):
     return F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=IGNORE_INDEX, reduction=reduction)
 
 
-def reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, *, temperature, alpha):
+def reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, *, temperature, kd_weight):
     """The distillation loss on the full logits, as gpt2/kd.py's kd_loss computed it before gpt2/losses.py."""
     student = F.linear(hidden, weight).float().view(-1, V)  # (N, V)
     with torch.no_grad():
@@ -46,7 +46,7 @@ def reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, *, tem
     log_q = F.log_softmax(student / temperature, dim=-1)
     log_p = F.log_softmax(teacher / temperature, dim=-1)
     kl = ((log_p.exp() * (log_p - log_q)).sum(-1) * valid).sum() / valid.sum()
-    return alpha * temperature**2 * kl + (1 - alpha) * ce, {"kl": kl, "ce": ce}
+    return kd_weight * temperature**2 * kl + (1 - kd_weight) * ce, {"kl": kl, "ce": ce}
 
 
 def grads(loss, *inputs):
@@ -111,7 +111,7 @@ def test_without_grad_the_value_is_the_same_and_no_gradient_is_computed(grad_mod
     expected_ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
     expected_rows = linear_cross_entropy(hidden, weight, targets, reduction="none", chunk_size=16)
     expected_kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0,
-                                    alpha=0.5, chunk_size=16)
+                                    kd_weight=0.5, chunk_size=16)
 
     def no_gradient_work(*args):
         raise AssertionError("gradients were computed with grad mode off")
@@ -120,7 +120,7 @@ def test_without_grad_the_value_is_the_same_and_no_gradient_is_computed(grad_mod
     with grad_mode():
         ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
         rows = linear_cross_entropy(hidden, weight, targets, reduction="none", chunk_size=16)
-        kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5,
+        kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5,
                                chunk_size=16)
     assert ce.grad_fn is None and rows.grad_fn is None and kd.grad_fn is None
     assert torch.equal(ce, expected_ce) and torch.equal(rows, expected_rows) and torch.equal(kd, expected_kd)
@@ -134,19 +134,19 @@ def test_all_targets_ignored():
     assert mean.isnan() and reference_ce(hidden, weight, targets).isnan()
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads(mean, hidden, weight))
     assert linear_cross_entropy(hidden, weight, targets, reduction="sum") == 0
-    loss, parts = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5)
+    loss, parts = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5)
     assert loss == 0 and parts["kl"] == 0 and parts["ce"] == 0
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads(loss, hidden, weight))
 
 
 @pytest.mark.parametrize("chunk_size", CHUNKS)
-@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.5), (2.0, 0.0), (2.0, 1.0), (4.0, 0.9), (0.5, 0.3)])
-def test_kd_loss_and_gradients_match_the_full_logits(temperature, alpha, chunk_size):
+@pytest.mark.parametrize("temperature, kd_weight", [(1.0, 0.5), (2.0, 0.0), (2.0, 1.0), (4.0, 0.9), (0.5, 0.3)])
+def test_kd_loss_and_gradients_match_the_full_logits(temperature, kd_weight, chunk_size):
     hidden, weight, teacher_hidden, teacher_weight, targets = draw()
     loss, parts = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=temperature,
-                                 alpha=alpha, chunk_size=chunk_size)
+                                 kd_weight=kd_weight, chunk_size=chunk_size)
     expected, expected_parts = reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets,
-                                            temperature=temperature, alpha=alpha)
+                                            temperature=temperature, kd_weight=kd_weight)
     torch.testing.assert_close(loss, expected, **EXACT)
     torch.testing.assert_close(parts["kl"], expected_parts["kl"], **EXACT)
     torch.testing.assert_close(parts["ce"], expected_parts["ce"], **EXACT)
@@ -159,7 +159,7 @@ def test_no_gradient_reaches_the_teacher():
     hidden, weight, teacher_hidden, teacher_weight, targets = draw()
     teacher_hidden.requires_grad_()
     teacher_weight.requires_grad_()
-    loss, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5)
+    loss, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5)
     loss.backward()
     assert teacher_hidden.grad is None and teacher_weight.grad is None and hidden.grad is not None
 
@@ -167,11 +167,11 @@ def test_no_gradient_reaches_the_teacher():
 def test_kd_rejects_bad_arguments():
     hidden, weight, teacher_hidden, teacher_weight, targets = draw()
     with pytest.raises(ValueError, match="temperature"):
-        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=0.0, alpha=0.5)
-    with pytest.raises(ValueError, match="alpha"):
-        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=1.0, alpha=1.5)
+        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=0.0, kd_weight=0.5)
+    with pytest.raises(ValueError, match="kd_weight"):
+        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=1.0, kd_weight=1.5)
     with pytest.raises(ValueError, match="vocabulary"):
-        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight[:-1], targets, temperature=1.0, alpha=0.5)
+        linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight[:-1], targets, temperature=1.0, kd_weight=0.5)
     with pytest.raises(ValueError, match="reduction"):
         linear_cross_entropy(hidden, weight, targets, reduction="mean_over_rows")
     with pytest.raises(ValueError, match="chunk_size"):
@@ -194,13 +194,13 @@ def test_bf16_autocast_is_close_to_float32():
     hidden, weight, teacher_hidden, teacher_weight, targets = draw()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
-        kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5,
+        kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5,
                                chunk_size=16)
         ce_plain = reference_ce(hidden, weight, targets)  # the same autocast, every logit at once
     assert ce.dtype == kd.dtype == torch.float32
     torch.testing.assert_close(ce, ce_plain, **BF16_LOSS)
     torch.testing.assert_close(ce, reference_ce(hidden, weight, targets), **BF16_LOSS)
-    expected_kd, _ = reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, alpha=0.5)
+    expected_kd, _ = reference_kd(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5)
     torch.testing.assert_close(kd, expected_kd, **BF16_LOSS)
     assert_grads_close_bf16(grads(ce, hidden, weight), grads(reference_ce(hidden, weight, targets), hidden, weight))
     assert_grads_close_bf16(grads(kd, hidden, weight), grads(expected_kd, hidden, weight))
@@ -257,7 +257,7 @@ def test_no_tensor_holds_every_logit():
     targets = torch.randint(0, V, (2048,), generator=g)
     for loss_fn in (lambda: linear_cross_entropy(hidden, weight, targets, chunk_size=64),
                     lambda: linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0,
-                                           alpha=0.5, chunk_size=64)[0]):
+                                           kd_weight=0.5, chunk_size=64)[0]):
         with LargestTensor() as largest:
             loss_fn().backward()
         assert largest.numel == 64 * V  # (chunk, V) logits; N x V would be 32 times more
@@ -278,7 +278,7 @@ def test_compiled_whole_graph_gives_the_same_loss_and_gradients(backend, autocas
             hidden = F.layer_norm(torch.tanh(F.embedding(idx, weight) @ mix), (C,))  # (B, T, C)
             ce = linear_cross_entropy(hidden, weight, targets, chunk_size=16)
             kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0,
-                                   alpha=0.5, chunk_size=16)
+                                   kd_weight=0.5, chunk_size=16)
         return ce + kd
 
     torch._dynamo.reset()
