@@ -19,7 +19,7 @@ Sections:
             row with it. An FSDP row's peak memory counts the whole model each process holds until
             build_step shards it (as train.py's processes do when they start) when that is larger than
             the step's own peak; benchmarks/memory_plan.py gives the steady state term by term.
-  generate  gpt2.sampler.generate, greedy, with and without the KV cache, and (--compile_decode) with
+  generate  gpt2.sampler.generate, greedy, with the KV cache (eager), and (--compile_decode) with
             compile=True (the fixed-shape decode step under torch.compile; CUDA graphs on CUDA): the
             time to the first token (generating 1: prefill plus per-call setup), decode tokens/s from
             the time the other n-1 take, and end to end. Generation runs on weights stored in the
@@ -48,11 +48,12 @@ import torch
 from gpt2 import training
 from benchmarks.harness import hf_twin, measure
 from benchmarks.report import machine_info, print_and_save
-from data.loader import SplitTokens, TrainBatches
+from data.loader import SplitTokens, TrainBatches, micro_batch_streams
 from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
-from gpt2.device import autocast, compile_wanted, resolve_device_and_dtype
+from gpt2.device import autocast, compile_wanted
+from gpt2.distributed import Processes, torchrun_processes
 from benchmarks.flops import flops_per_token, mfu, peak_tflops
 from gpt2.model import GPT
 from gpt2.train_config import TrainConfig
@@ -88,7 +89,6 @@ class BenchConfig:
     gen_batch_sizes: list[int] | None = None  # rows generated together; None: 1 8 32 on CUDA, 1 8 on CPU
     prompt_len: int = 64  # prompt tokens per row (random ids)
     new_tokens: int | None = None  # tokens generated per row; None: 256 on CUDA, 32 on CPU
-    uncached_new_tokens: int | None = None  # the same without the KV cache (it recomputes everything); None: new_tokens / 4
     compile_decode: bool | None = None  # also time generate(compile=True): the decode step compiled (CUDA graphs on
                                         # CUDA, inductor on CPU); None: on CUDA only
     # data
@@ -107,7 +107,7 @@ class BenchConfig:
         if unknown or not self.sections:
             raise ValueError(f"--what {self.what!r}: choose from {', '.join(SECTIONS)} (comma-separated)")
         require_positive(self, "prompt_len", "data_batch_size", "data_seq_len", "repeats", "n_layer", "n_head", "n_embd",
-                         "vocab_size", "seq_len", "new_tokens", "uncached_new_tokens", "threads")
+                         "vocab_size", "seq_len", "new_tokens", "threads")
         for name in ("batch_sizes", "gen_batch_sizes"):
             if getattr(self, name) is not None and min(getattr(self, name)) < 1:
                 raise ValueError(f"--{name} must all be at least 1, got {getattr(self, name)}")
@@ -126,7 +126,7 @@ def resolve(cfg: BenchConfig, device: torch.device) -> BenchConfig:
     return dataclasses.replace(
         cfg, batch_sizes=cfg.batch_sizes or ([1, 4, 8, 16] if cuda else [1, 2]), seq_len=cfg.seq_len or (1024 if cuda else 128),
         compile=compile_wanted(cfg.compile, device), gen_batch_sizes=cfg.gen_batch_sizes or ([1, 8, 32] if cuda else [1, 8]),
-        new_tokens=new_tokens, uncached_new_tokens=cfg.uncached_new_tokens or max(1, new_tokens // 4),
+        new_tokens=new_tokens,
         compile_decode=compile_wanted(cfg.compile_decode, device))
 
 
@@ -191,7 +191,11 @@ def train_step(b: Bench, model: torch.nn.Module, B: int, compiled: bool, hf: boo
                                 total_batch_tokens=B * b.cfg.seq_len * b.world, compile=compiled, seed=b.cfg.seed,
                                 fsdp=fsdp, activation_checkpointing=b.cfg.activation_checkpointing)
         rank = torch.distributed.get_rank() if b.world > 1 else 0
-        parts = training.build_step(cfg, model, b.device, b.amp_dtype, rank, b.world, loss_fn=hf_lm_loss if hf else training.lm_loss)
+        batches = micro_batch_streams(data_dir, B, b.cfg.seq_len, seed=cfg.seed, rank=rank, accum=1, world=b.world,
+                                      device=b.device)
+        parts = training.build_step(cfg, model, batches, b.device, b.amp_dtype, rank)
+        if hf:  # the same step, with transformers' own loss
+            parts = dataclasses.replace(parts, loss_fn=hf_lm_loss)
         steps = iter(range(1, 10**9))
         return lambda: training.train_step(parts, next(steps), cfg.lr)[0].item()
 
@@ -246,7 +250,7 @@ def forward(b: Bench, model, x: torch.Tensor, hf: bool = False):
         @torch.inference_mode()
         def run():
             with b.autocast():
-                return model(x, use_cache=False).logits if hf else model(x)[0]  # no KV cache kept: logits alone
+                return model(x, use_cache=False).logits if hf else model(x)  # no KV cache kept: logits alone
 
         return run
 
@@ -305,13 +309,13 @@ def section_data(b: Bench) -> list[dict]:
 def generation_paths(b: Bench, ours: GPT, hf, prompt: torch.Tensor) -> dict:
     """name -> (run(k) -> tokens (B, T0 + k), greedy, exactly k new tokens; the model it runs)."""
     greedy_cfg = SamplingConfig("greedy")
-    paths = {"ours": (lambda k: generate(ours, prompt, k, strategy=greedy_cfg).tokens, ours)}
+    paths = {"ours": (lambda k: generate(ours, prompt, k, sampling=greedy_cfg).tokens, ours)}
     if hf is not None:
         mask = torch.ones_like(prompt)
         paths["hf"] = (lambda k: hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=k,
                                              min_new_tokens=k, pad_token_id=0), hf)
     if b.cfg.compile_decode:  # compiles (and records the CUDA graph) during the warm-up runs
-        paths["ours compiled"] = (lambda k: generate(ours, prompt, k, strategy=greedy_cfg, compile=True).tokens, ours)
+        paths["ours compiled"] = (lambda k: generate(ours, prompt, k, sampling=greedy_cfg, compile=True).tokens, ours)
     return paths
 
 
@@ -342,7 +346,7 @@ def section_generate(b: Bench) -> list[dict]:
                 rows.append({"B": B, "path": p, "first token ms": "out of memory"})
                 continue
             decode_s = full[p]["median_s"] - first[p]["median_s"]
-            by_path[p] = {"B": B, "path": p, "KV cache": True, "prompt": T0, "new": n,
+            by_path[p] = {"B": B, "path": p, "prompt": T0, "new": n,
                           "first token ms": 1e3 * first[p]["median_s"],
                           "decode tok/s": B * (n - 1) / decode_s if n > 1 and decode_s > 0 else None,
                           "decode ms/step": 1e3 * decode_s / (n - 1) if n > 1 else None,
@@ -355,12 +359,6 @@ def section_generate(b: Bench) -> list[dict]:
             for column, figure in (("ours/hf decode", "decode tok/s"), ("ours/hf end-to-end", "end-to-end tok/s"),
                                    ("ours/hf mem", "peak MiB")):
                 mine[column] = ratio(mine[figure], theirs[figure])
-        k = cfg.uncached_new_tokens  # recomputing the whole window every token: fewer tokens, fewer runs
-        run_uncached = (lambda: lambda: generate(ours, prompt, k, strategy=SamplingConfig("greedy"), use_cache=False), ours)
-        slow = b.measure({"ours": run_uncached}, warmup=1, repeats=max(1, cfg.repeats // 2))["ours"]
-        if "median_s" in slow:
-            rows.append({"B": B, "path": "ours", "KV cache": False, "prompt": T0, "new": k,
-                         "end-to-end tok/s": B * k / slow["median_s"], "peak MiB": slow["peak_mib"]})
     return rows
 
 
@@ -369,18 +367,16 @@ def section_generate(b: Bench) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(BenchConfig, argv)
-    distributed = "RANK" in os.environ
-    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if distributed else (0, 0, 1)
-    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype, local_rank)
-    if distributed:
-        import torch.distributed as dist
+    if "RANK" in os.environ and (cfg.sections != ["train"] or cfg.compare_hf):
+        raise SystemExit("error: under torchrun, bench.py measures only the training step: pass --what train, "
+                         "without --compare_hf; run the other sections as a single process")
+    with torchrun_processes(cfg.device, cfg.dtype) as p:
+        return run_sections(cfg, p)
 
-        if cfg.sections != ["train"] or cfg.compare_hf:
-            raise SystemExit("error: under torchrun, bench.py measures only the training step: pass --what train, "
-                             "without --compare_hf; run the other sections as a single process")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+def run_sections(cfg: BenchConfig, p: Processes) -> dict:
+    """Every section --what names, in order, on this process's device; rank 0 prints and writes the report."""
+    device, amp_dtype, rank, world = p.device, p.amp_dtype, p.rank, p.world
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg = resolve(cfg, device)
@@ -412,14 +408,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["notes"].append(hf_note)
     run = {"train": section_train, "generate": section_generate, "eval": section_eval, "data": section_data,
            "forward": section_forward}
-    try:
-        for name in cfg.sections:
-            start = time.perf_counter()
-            report["sections"][name] = run[name](bench)
-            say(f"[{name}: {time.perf_counter() - start:.0f} s]")
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
+    for name in cfg.sections:
+        start = time.perf_counter()
+        report["sections"][name] = run[name](bench)
+        say(f"[{name}: {time.perf_counter() - start:.0f} s]")
     if rank == 0:
         print_and_save(report, cfg.json_out, cfg.append_md)
     return report

@@ -206,7 +206,7 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
             # Full batches always: one shape for the compiled decode step; extra rows are generated, not kept.
             offsets = prompts_rng.integers(0, len(train) - P + 1, size=cfg.batch_size)
             prompts = np.stack([train[int(o) : int(o) + P] for o in offsets]).astype(np.int64)  # (rows, P)
-            out = generate(teacher, torch.from_numpy(prompts).to(device), G, strategy=strategy, compile=compile,
+            out = generate(teacher, torch.from_numpy(prompts).to(device), G, sampling=strategy, compile=compile,
                            seed=batch_seed(cfg.seed, batch), stop_token=tokenizer.EOT_ID if cfg.stop_at_eot else None)
             bar.update(built.add(offsets, prompts, out))
             batch += 1

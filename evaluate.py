@@ -146,7 +146,7 @@ def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_
     batches = tqdm(range(0, len(starts), batch_size), desc=f"generate P={P} G={G}", unit="batch", disable=not progress)
     for first in batches:
         batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
-        result = generate(model, batch[:, :P], G, strategy=greedy, stop_token=None, compile=compile)
+        result = generate(model, batch[:, :P], G, sampling=greedy, stop_token=None, compile=compile)
         new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
         assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
         for row in range(len(batch)):

@@ -48,6 +48,7 @@ from gpt2.atomic import atomic_open
 from gpt2.checkpoint import load_checkpoint, load_model, model_from_state, save_checkpoint
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
+from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import every_other, student_layers
 from gpt2.metrics import ngram, tail
 from gpt2.metrics.perplexity import evaluate_perplexity
@@ -119,6 +120,8 @@ class Study:
         self.buckets = tail.frequency_buckets(self.train_counts)
         test = SplitTokens(cfg.data_dir, "test")
         self.eval_tokens = min(cfg.eval_tokens or len(test), len(test))
+        # Every step on the device the runs train on (study-gpt2: the GPU), in the precision they train in.
+        self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.t0 = time.perf_counter()
 
     def say(self, text: str) -> None:
@@ -205,10 +208,10 @@ class Study:
             path = self.results / f"base-s{seed}.json"
             if path.exists():
                 continue
-            model = GPT(self.arm_config(), seed=seed)
+            model = GPT(self.arm_config(), seed=seed).to(self.device)
             test = SplitTokens(cfg.data_dir, "test")[: self.eval_tokens]
             ppl = evaluate_perplexity(model, test, seq_len=cfg.seq_len, stride=cfg.seq_len // 2, progress=False,
-                                      per_token=True)
+                                      per_token=True, device=self.device, autocast_dtype=self.amp_dtype)
             self.write_json(path, {"name": f"base-s{seed}", "perplexity": ppl.as_dict(),
                                    "perplexity_by_frequency": {"buckets": tail.bucket_perplexity(
                                        test[1:].astype(np.int64), ppl.token_nll, self.buckets)}})
@@ -243,8 +246,9 @@ class Study:
             return json.loads(path.read_text())
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
         stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
-        model = load_model(str(teacher))
-        nll = evaluate_perplexity(model, tokens[:20_000], seq_len=self.cfg.seq_len, stride=self.cfg.seq_len, progress=False)
+        model = load_model(str(teacher), device=self.device)
+        nll = evaluate_perplexity(model, tokens[:20_000], seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
+                                  progress=False, device=self.device, autocast_dtype=self.amp_dtype)
         manifest = json.loads((set_dir / "manifest.json").read_text())
         record = {"set": set_dir.name, "kind": manifest.get("kind"), "sampling": manifest.get("sampling"),
                   "teacher_nll": nll.loss, "teacher_nll_tokens": nll.n_tokens, **stats,

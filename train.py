@@ -23,28 +23,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data.loader import SplitTokens
+from data.loader import SplitTokens, micro_batch_streams
 from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_state, save_checkpoint, versions
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.config import GPTConfig
-from gpt2.device import compile_wanted, device_name, resolve_device_and_dtype
-from gpt2.distributed import gathered, gathered_model, gathered_optimizer_state
+from gpt2.device import compile_wanted, device_name
+from gpt2.distributed import gathered, gathered_model, gathered_optimizer_state, torchrun_processes
 from gpt2.kd import make_student
 from gpt2.model import GPT
 from gpt2.train_config import TrainConfig
-from gpt2.training import TrainingStopped, build_step, grad_accum_steps, lm_loss, train_step
+from gpt2.training import TrainingStopped, build_step, grad_accum_steps, train_step
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.weights import DownloadError
 
@@ -90,22 +88,10 @@ def check_resumable(state: dict, cfg: TrainConfig, derived: dict, path: Path) ->
                               f"settings (they are in {path.parent / 'run.json'}) or start a new --out_dir.")
 
 
-def train(cfg: TrainConfig, loss_fn=lm_loss) -> dict:
-    """Run training as configured; returns the summary (also printed). `loss_fn(model, x, y)` -> scalar loss."""
-    # ---- processes and devices: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE
-    torchrun = "RANK" in os.environ
-    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if torchrun else (0, 0, 1)
-    device, amp_dtype = resolve_device_and_dtype(cfg.device, cfg.dtype, local_rank)
-    own_group = torchrun and not dist.is_initialized()  # else the caller's group, kept for its next run
-    if own_group:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        return Run(cfg, device, amp_dtype, rank, world, loss_fn).loop()
-    finally:
-        if own_group:
-            dist.destroy_process_group()
+def train(cfg: TrainConfig) -> dict:
+    """Run training as configured, alone or as one process of torchrun's; returns the summary (also printed)."""
+    with torchrun_processes(cfg.device, cfg.dtype) as p:
+        return Run(cfg, p.device, p.amp_dtype, p.rank, p.world).loop()
 
 
 class StopSignals:
@@ -133,8 +119,7 @@ class StopSignals:
 class Run:
     """One training run: its step parts, files (run.json, log.jsonl, checkpoints) and the loop."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype, rank: int, world: int,
-                 loss_fn: Callable):
+    def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype, rank: int, world: int):
         self.cfg, self.device, self.amp_dtype, self.rank, self.world = cfg, device, amp_dtype, rank, world
         self.master, self.out_dir = rank == 0, Path(cfg.out_dir)  # only rank 0 writes files and prints
         self.latest = self.out_dir / "latest.pt"
@@ -153,7 +138,9 @@ class Run:
             state = load_checkpoint(self.latest)  # says so if there is none
             check_resumable(state, cfg, self.derived, self.latest)
         raw_model = model_from_state(state, device=device, dropout=cfg.dropout) if state else build_model(cfg, device)
-        self.parts = build_step(cfg, raw_model, device, amp_dtype, rank, world, state, loss_fn)
+        batches = micro_batch_streams(cfg.data_dir, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank,
+                                      accum=self.derived["grad_accum_steps"], world=world, device=device)
+        self.parts = build_step(cfg, raw_model, batches, device, amp_dtype, rank, state)
         self.step, self.best_val_loss, self.elapsed_before = (state["step"], state["best_val_loss"], state["elapsed_s"]) \
             if state else (0, float("inf"), 0.0)
         self.record = {"config": config_to_dict(cfg), "derived": self.derived,
@@ -222,19 +209,25 @@ class Run:
                                       "batches": sampler_states, "best_val_loss": self.best_val_loss,
                                       "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
 
-    def after_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, signalled: bool, lr: float, dt: float) -> bool:
-        """Share the loss and any stop request across processes, stop on a non-finite loss, log. True: stop."""
+    def after_step(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor, signalled: bool, lr: float, t0: float) -> bool:
+        """Share the loss and any stop request across processes, stop on a non-finite loss, log. True: stop.
+
+        The step's time is read here, after `tolist()` has waited for the device: kernels are queued
+        asynchronously on a GPU, so a clock read when train_step returns would time the queueing. This is the
+        step's one wait; nothing inside it waits per micro-batch."""
         stats = torch.stack([loss_sum, torch.tensor(float(signalled), device=self.device)])
         if self.parts.distributed:
             dist.all_reduce(stats)  # sum over processes: mean loss, and whether any was signalled
-        loss, stopping = stats[0].item() / self.world, bool(stats[1].item())
+        (loss_total, signals), grad_norm = stats.tolist(), grad_norm.item()  # the device is done with the step
+        dt = time.perf_counter() - t0
+        loss, stopping = loss_total / self.world, bool(signals)
         if not math.isfinite(loss):
             raise TrainingStopped(
                 f"loss is {loss} at step {self.step}: training diverged (try a lower --lr or --dtype bf16/fp32). "
                 f"Nothing was saved after it; the last good checkpoint is "
                 f"{self.latest if self.latest.exists() else '(none yet)'}")
         tokens = self.cfg.total_batch_tokens
-        self.log({"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(),
+        self.log({"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                   "tokens_seen": self.step * tokens, "tok_per_s": tokens / dt,
                   "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
         if self.step % self.cfg.log_interval == 0:
@@ -254,7 +247,7 @@ class Run:
                     self.step += 1
                     t0, lr = time.perf_counter(), lr_at(self.step, cfg, self.max_steps)
                     loss_sum, grad_norm = train_step(self.parts, self.step, lr)
-                    stopping = self.after_step(loss_sum, grad_norm, signals.signalled, lr, time.perf_counter() - t0)
+                    stopping = self.after_step(loss_sum, grad_norm, signals.signalled, lr, t0)
                     self.bar.update(1)
                     if self.step % cfg.eval_interval == 0 or self.step == self.max_steps:
                         self.checkpoint(self.evaluate())

@@ -32,7 +32,8 @@ import numpy as np
 import tiktoken
 import torch
 
-from data.loader import EvalBatches, SplitTokens, TrainBatches
+from data.loader import SplitTokens, TrainBatches
+from gpt2.metrics.windows import EvalBatches
 from data.prepare import PrepareConfig, run
 from gpt2.cli import config_to_dict, parse_config
 from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`

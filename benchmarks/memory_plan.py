@@ -54,10 +54,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: train.py lives in the repository root
 
 from gpt2 import training  # noqa: E402
+from data.loader import micro_batch_streams  # noqa: E402
 from data.shards import shard_name, write_shard  # noqa: E402
 from gpt2.cli import config_to_dict, parse_config  # noqa: E402
 from gpt2.config import GPTConfig  # noqa: E402
-from gpt2.losses import CHUNK_SIZE  # noqa: E402
+from gpt2.losses import default_chunk_size  # noqa: E402
 from gpt2.model import GPT  # noqa: E402
 from gpt2.train_config import TrainConfig  # noqa: E402
 
@@ -87,10 +88,11 @@ SAVED_PER_BLOCK = (
 @dataclass(frozen=True)
 class Precision:
     """Bytes per value: `compute` of autocast's activations (2: bf16, 4: none), `mask` per dropout-mask entry
-    (1 on CUDA; 0 without dropout)."""
+    (1 on CUDA; 0 without dropout); `chunk_rows`: rows per chunk of the loss on the device (gpt2/losses.py)."""
 
     compute: int = 2
     mask: int = 1
+    chunk_rows: int = default_chunk_size(torch.device("cuda"))
 
     def of(self, kind: str) -> int:
         return {"residual": 4, "compute": self.compute, "mask": self.mask}[kind]
@@ -153,7 +155,7 @@ def step_moments(c: GPTConfig, s: Setting, B: int, T: int, p: Precision) -> dict
     # The loss, one chunk of n rows at a time: its float32 logits and log-sum-exp's temporary (in bf16: the
     # float32 d logits, its bf16 copy and the bf16 (V, C) product added to the head's gradient); the head's
     # float32 gradient, and under autocast without FSDP its bf16 copy.
-    n = min(CHUNK_SIZE, B * T)
+    n = min(p.chunk_rows, B * T)
     chunk = max(8 * n * V, 6 * n * V + 2 * V * C) if bf16 else 8 * n * V
     head = 4 * V * C + (2 * V * C if bf16 and not s.fsdp else 0)
     moments = {"forward end": root + kept + weight_casts(c, s, p) + head + chunk}
@@ -284,7 +286,8 @@ def _step_parts(spec: dict, model: GPT, data_dir: str, B: int, T: int, world: in
     cfg = TrainConfig(init="scratch", data_dir=data_dir, seq_len=T, micro_batch_size=B, total_batch_tokens=B * T * world,
                             compile=False, fsdp=spec["fsdp"], activation_checkpointing=spec["checkpointing"], seed=0)
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return training.build_step(cfg, model, torch.device("cpu"), torch.float32, rank, world)
+    batches = micro_batch_streams(data_dir, B, T, seed=0, rank=rank, accum=1, world=world)
+    return training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, rank)
 
 
 def measure_in_this_process(spec: dict) -> dict:
@@ -341,7 +344,8 @@ def validate() -> tuple[list[str], list[dict], bool]:
         spec = dict(shape=shape, processes=processes, fsdp=fsdp, checkpointing=ck)
         B, T = CHECK_SHAPES[shape]
         s = Setting(processes, fsdp, ck)
-        t = plan(GPTConfig(**CHECK_MODEL, n_positions=T), s, B, T, Precision(compute=4, mask=0))
+        cpu = Precision(compute=4, mask=0, chunk_rows=default_chunk_size(torch.device("cpu")))
+        t = plan(GPTConfig(**CHECK_MODEL, n_positions=T), s, B, T, cpu)
         planned = {"state": t["optimizer"] + t["ddp_buckets"], "step": t["peak"] - t["state"]}
         measured = measure(spec)
         ratio = {k: measured[k] / planned[k] for k in planned}

@@ -3,7 +3,9 @@
 - `SplitTokens`: one split (all its `{split}_*.bin` shards) as one long sequence of token ids.
 - `TrainBatches`: random windows of T+1 tokens -> (x, y), y = x shifted by one; a seeded, resumable
   generator per rank.
-- `eval_windows` / `EvalBatches`: the whole split, in order, every target scored exactly once.
+
+The evaluation's windows (the whole split in order, every target scored once) belong to the perplexity
+metric: `gpt2/metrics/windows.py`.
 
 Shapes: B = batch size, T = sequence length (tokens per row).
 """
@@ -11,7 +13,6 @@ Shapes: B = batch size, T = sequence length (tokens per row).
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -19,8 +20,6 @@ import numpy as np
 import torch
 
 from data.shards import GPT2_VOCAB_SIZE, ShardError, open_shard
-
-from gpt2.losses import IGNORE_INDEX  # targets with this id are context only: the loss skips them
 
 
 def prepare_hint(data_dir) -> str:
@@ -169,53 +168,11 @@ class TrainBatches:
         self.batches_drawn = int(state["batches_drawn"])
 
 
-def eval_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
-    """Sliding windows that score every target of a sequence exactly once, in order.
-
-    Tokens t[0..N-1]; the targets are t[1..N-1]. Window (begin, end, n_context) feeds x = t[begin:end]
-    and predicts y = t[begin+1:end+1]; its first n_context targets were scored by an earlier window
-    and serve only as context. Windows start every `stride` tokens (HF's "perplexity of fixed-length
-    models"): stride == seq_len gives disjoint windows, a smaller stride gives each scored target
-    seq_len - stride tokens of extra context.
-    """
-    if not 1 <= stride <= seq_len:
-        raise ValueError(f"stride must lie in [1, seq_len={seq_len}], got {stride} (a larger stride would skip targets)")
-    if n_tokens < 2:
-        raise ValueError(f"need at least 2 tokens to score one target, got {n_tokens}")
-    last = n_tokens - 1  # x may reach t[N-2]: end <= N - 1
-    windows, scored_until = [], 0  # targets y-positions [0, scored_until) are done
-    for begin in range(0, last, stride):
-        end = min(begin + seq_len, last)
-        windows.append((begin, end, scored_until - begin))
-        scored_until = end
-        if end == last:
-            break
-    return windows
-
-
-class EvalBatches:
-    """The whole split in order, as (x, y) int64 (B, seq_len); y is -100 where a target is context only.
-
-    A short last window is padded at its end: x with 0, y with -100. The last batch may have fewer
-    than B rows. n_scored = N - 1 targets in total, each exactly once.
-    """
-
-    def __init__(self, tokens, seq_len: int, stride: int | None = None, batch_size: int = 8):
-        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
-        self.stride = seq_len if stride is None else stride
-        self.windows = eval_windows(len(tokens), seq_len, self.stride)
-        self.n_scored = len(tokens) - 1
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.windows) / self.batch_size)
-
-    def __iter__(self):
-        for first in range(0, len(self.windows), self.batch_size):
-            rows = self.windows[first : first + self.batch_size]
-            x = torch.zeros(len(rows), self.seq_len, dtype=torch.int64)  # (B, T)
-            y = torch.full((len(rows), self.seq_len), IGNORE_INDEX, dtype=torch.int64)  # (B, T)
-            for row, (begin, end, n_context) in enumerate(rows):
-                window = torch.from_numpy(np.asarray(self.tokens[begin : end + 1], dtype=np.int64))
-                x[row, : end - begin] = window[:-1]
-                y[row, n_context : end - begin] = window[1 + n_context :]
-            yield x, y
+def micro_batch_streams(data_dir, batch_size: int, seq_len: int, *, seed: int, rank: int, accum: int, world: int,
+                        device="cpu") -> list[TrainBatches]:
+    """This process's micro-batch slots of every optimizer step, one seeded stream each: slot
+    g = rank * accum + m of world * accum reads the train split's windows of `TrainBatches(rank=g)`, so a
+    step's data depends only on the global batch, not on how it is split over processes and accumulation."""
+    tokens = SplitTokens(data_dir, "train")
+    return [TrainBatches(tokens, batch_size, seq_len, seed=seed, rank=rank * accum + m, world_size=world * accum,
+                         device=device) for m in range(accum)]

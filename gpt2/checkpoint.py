@@ -32,6 +32,7 @@ import torch
 from gpt2.atomic import atomic_open
 from gpt2.config import GPTConfig
 from gpt2.model import GPT
+from gpt2.weights import load_pretrained, model_holding, save_hf
 
 FORMAT = "gpt2-distill checkpoint"
 FORMAT_VERSION = 1
@@ -119,11 +120,7 @@ def model_from_state(state: dict, *, device="cpu", dtype: torch.dtype | None = N
     config = GPTConfig(**state["model_config"])
     if dropout is not None:
         config.dropout = dropout
-    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
-        model = GPT(config)
-    model.load_state_dict(state["model"], assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # assign=True replaced the tied tensors one by one
-    return model.to(device=device, dtype=dtype)
+    return model_holding(config, state["model"]).to(device=device, dtype=dtype)
 
 
 def load_model(source: str | os.PathLike, *, device="cpu", dtype: torch.dtype | None = None,
@@ -136,8 +133,6 @@ def load_model(source: str | os.PathLike, *, device="cpu", dtype: torch.dtype | 
     if checkpoint is not None:
         model = model_from_state(load_checkpoint(checkpoint), device=device, dtype=dtype, dropout=dropout)
     else:
-        from gpt2.weights import load_pretrained  # imported here: only this branch needs it
-
         model = load_pretrained(str(source), device=device, dtype=dtype, dropout=dropout)
     return model.eval()
 
@@ -149,8 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("checkpoint", help="a train.py checkpoint (.pt) or run directory (uses best.pt, else latest.pt)")
     export.add_argument("out_dir", help="folder to write config.json and the weights into")
     args = parser.parse_args(argv)
-    from gpt2.weights import save_hf
-
     try:
         model = load_model(args.checkpoint)
     except CheckpointError as e:

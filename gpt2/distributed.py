@@ -1,6 +1,7 @@
 """How a model is spread over processes beyond DDP: FSDP2 sharding, activation checkpointing, and the
 gathered state dicts that make a sharded run's checkpoints the same files as a single process writes.
 
+    torchrun_processes(device, dtype)  this process's rank, world and device; the process group under torchrun
     checkpoint_blocks(model)           recompute each block's activations in the backward pass
     shard(model, amp_dtype)            FSDP2: every block its own group, then the root
     gathered(state, keep_on)           a state dict with every shard gathered whole, on rank 0 only
@@ -26,8 +27,12 @@ ten times larger; at GPT-2's sizes one readable file is worth more.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
+from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -36,7 +41,37 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.checkpoint import checkpoint
 
 from gpt2.checkpoint import model_from_state
+from gpt2.device import resolve_device_and_dtype
 from gpt2.model import GPT
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int  # this process among all: rank 0 writes files and prints
+    local_rank: int  # this process on its machine: which GPU it takes
+    world: int  # processes in all
+    device: torch.device
+    amp_dtype: torch.dtype  # autocast dtype; float32 means none
+
+
+@contextlib.contextmanager
+def torchrun_processes(device: str = "auto", dtype: str = "auto") -> Iterator[Processes]:
+    """Where this process runs. Under torchrun (which sets RANK, LOCAL_RANK and WORLD_SIZE) each process takes
+    GPU LOCAL_RANK and joins a process group, NCCL on CUDA and gloo elsewhere, destroyed on leaving; a group
+    that already exists (a caller's) is used and left alone. Otherwise one process: rank 0 of 1."""
+    torchrun = "RANK" in os.environ
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if torchrun else (0, 0, 1)
+    dev, amp_dtype = resolve_device_and_dtype(device, dtype, local_rank)
+    own_group = torchrun and not dist.is_initialized()
+    if own_group:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    try:
+        yield Processes(rank, local_rank, world, dev, amp_dtype)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
 
 
 def checkpoint_blocks(model: GPT) -> None:

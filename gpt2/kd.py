@@ -16,6 +16,7 @@ import dataclasses
 import torch
 
 from gpt2.model import GPT
+from gpt2.weights import model_holding
 
 
 def student_layers(n_layer: int) -> list[int]:
@@ -40,8 +41,6 @@ def make_student(teacher: GPT, layers: list[int] | None = None) -> GPT:
         raise ValueError(f"student layers {layers} (--init_layers) must be a non-empty list of the teacher's "
                          f"block indices 0 .. {n - 1}")
     config = dataclasses.replace(teacher.config, n_layer=len(layers))
-    with torch.device("meta"):  # no random init: every tensor comes from the teacher
-        student = GPT(config)
     state = {}
     for name, tensor in teacher.state_dict().items():
         if name.startswith("transformer.h."):
@@ -51,6 +50,4 @@ def make_student(teacher: GPT, layers: list[int] | None = None) -> GPT:
                     state[f"transformer.h.{j}.{rest}"] = tensor.clone()
         else:
             state[name] = tensor.clone()
-    student.load_state_dict(state, assign=True)
-    student.lm_head.weight = student.transformer.wte.weight  # assign=True replaced the tied tensors one by one
-    return student.train(teacher.training)
+    return model_holding(config, state).train(teacher.training)  # no random init: every tensor is the teacher's

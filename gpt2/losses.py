@@ -1,13 +1,15 @@
 """Losses of the language-model head that never hold the whole (B, T, V) float32 logits.
 
-    linear_cross_entropy  cross_entropy(hidden @ weight.T, targets), as F.cross_entropy of the logits
+    linear_cross_entropy  the mean next-token loss; it equals, value and gradients, the one line
+                              F.cross_entropy((hidden @ weight.T).float().flatten(0, -2), targets.flatten())
     linear_kd_loss        w * T^2 * KL(teacher || student, both softened by T) + (1 - w) * CE(student), w = kd_weight,
                           the distillation loss (Hinton et al., 2015) of the two models' hidden @ weight.T
 
 At the gpt2 shape one (B, T) = (2, 1024) batch has 2,048 x 50,257 logits: 412 MB in float32, and the
 plain loss keeps three or four such tensors alive (logits, log-softmax, their gradients; twice that
 for distillation). Here the rows (the N = B * T positions) are processed `chunk_size` at a time, the
-"fused linear cross-entropy" of Liger-Kernel and Apple's Cut Cross-Entropy: for each chunk the forward
+"fused linear cross-entropy" of Liger-Kernel and Apple's Cut Cross-Entropy (one chunk loop, `_head_chunks`,
+serves both losses): for each chunk the forward
 pass computes the logits, the loss, and at once d loss / d logits, turned straight into the chunk's
 gradient of the hidden states and the running gradient of the head's weight. Nothing of size N x V is
 kept; backward only scales the stored gradients by grad_output, so the head costs the same three
@@ -21,6 +23,8 @@ is returned in its input's dtype. Shapes: C width, V vocabulary, N rows, n rows 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -29,12 +33,17 @@ from gpt2.device import compute_dtype
 
 IGNORE_INDEX = -100  # targets with this id are not scored
 
-# Rows per chunk. 256 rows of V = 50,257 float32 logits are 49 MiB: a cross-entropy chunk holds about
-# two such buffers, a distillation chunk about five, a few hundred MB at most, against 412 MB per (2, 1024)
-# batch for every full-logits tensor of the plain loss. And 256 x 768 x 50,257 (20 GFLOP) per multiply is
-# enough work to keep a GPU's tensor cores busy between the chunk's dozen small kernels; it is a multiple
-# of 128, the matrix tiles' size.
-CHUNK_SIZE = 256
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Rows per chunk: the work of one chunk against the memory it holds. A chunk of n rows holds about two
+    (n, V) float32 buffers for the cross-entropy, five for distillation, and adds its (n, C) @ (C, V) product
+    into the head's (V, C) float32 weight gradient, which is read and written once per chunk.
+    On a GPU, 2,048 rows (411 MB per buffer at V = 50,257) keep that accumulator's traffic to eight passes
+    per 16K-token micro-batch (64 at 256 rows: ~20 GB) and give the tensor cores 2,048 x 768 x 50,257 per
+    multiply. Elsewhere 256 rows (49 MB per buffer) keep a CPU's peak low; both are multiples of 128,
+    the matrix tiles' size."""
+    return 2048 if device.type == "cuda" else 256
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
@@ -48,7 +57,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size, hidden.device)
     h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
     if reduction == "none":
         chunks = [slice(i, i + chunk_size) for i in range(0, h.size(0), chunk_size)]
@@ -76,7 +85,7 @@ def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: t
         raise ValueError(f"student hidden {tuple(hidden.shape)} and head {tuple(weight.shape)} do not match the "
                          f"teacher's {tuple(teacher_hidden.shape)} and {tuple(teacher_weight.shape)}: do the two "
                          "models share the vocabulary and see the same batch?")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size, hidden.device)
     h, y = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
     teacher_h = teacher_hidden.detach().reshape(-1, teacher_hidden.size(-1))  # (N, C')
     loss, kl, ce = _LinearKD.apply(h, weight, teacher_h, teacher_weight.detach(), y, temperature, kd_weight, chunk_size,
@@ -84,9 +93,9 @@ def linear_kd_loss(hidden: torch.Tensor, weight: torch.Tensor, teacher_hidden: t
     return loss, {"kl": kl, "ce": ce}
 
 
-def _check_chunk_size(chunk_size: int | None) -> int:
+def _check_chunk_size(chunk_size: int | None, device: torch.device) -> int:
     if chunk_size is None:
-        return CHUNK_SIZE
+        return default_chunk_size(device)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     return chunk_size
@@ -120,11 +129,13 @@ class _HeadGrads:
         g = grad_logits.to(w.dtype)  # (n, V)
         if self.need_hidden:
             self.hidden_chunks.append((g @ w).to(self.hidden_dtype))  # (n, V) @ (V, C) -> (n, C)
-        if self.need_weight:
+        if self.need_weight:  # (V, n) @ (n, C) added in place to the float32 sum
             if g.dtype == torch.float32:
-                self.weight.addmm_(g.t(), h)  # (V, n) @ (n, C), in place: no (V, C) temporary
+                self.weight.addmm_(g.t(), h)
+            elif not torch.compiler.is_compiling() and _mixed_addmm(g.device.type):  # compiled: inductor fuses it
+                torch.addmm(self.weight, g.t(), h, out_dtype=torch.float32, out=self.weight)  # no (V, C) temporary
             else:
-                self.weight += g.t() @ h  # CPU addmm_ cannot mix a float32 sum with bf16 factors
+                self.weight += g.t() @ h  # a (V, C) temporary in the low precision, then the add
 
     def result(self, scale: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The gradients times `scale` (a mean's 1 / n_valid). It is applied here, not to d loss / d logits:
@@ -133,6 +144,38 @@ class _HeadGrads:
         hidden = (torch.cat(self.hidden_chunks) * scale).to(self.hidden_dtype) if self.need_hidden else None  # (N, C)
         weight = self.weight.mul_(scale).to(self.weight_dtype) if self.need_weight else None  # (V, C)
         return hidden, weight
+
+
+@functools.cache
+def _mixed_addmm(device_type: str) -> bool:
+    """Whether this device's addmm adds bf16/fp16 factors straight into a float32 sum (`out_dtype`, CUDA
+    in torch 2.13; not the CPU). Asked once per device type, on a 2 x 2 product checked against 2."""
+    try:
+        total, ones = torch.zeros(2, 2, device=device_type), torch.ones(2, 2, dtype=torch.bfloat16, device=device_type)
+        torch.addmm(total, ones, ones, out_dtype=torch.float32, out=total)
+        return bool((total == 2).all())
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
+def _head_chunks(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, grads: _HeadGrads,
+                 chunk_size: int, dtype: torch.dtype, row_terms) -> list[torch.Tensor]:
+    """The chunk loop of both losses. For each chunk of rows: its logits (n, V) = h @ weight.T in `dtype`,
+    made float32; `row_terms(logits, rows)` -> (per-row terms, d loss / d logits (n, V) or None), the
+    logits passed as the only reference so that row_terms may overwrite and free them; the gradient of
+    every ignored row zeroed and added to `grads`. Returns each term summed over all rows (float32)."""
+    row_mask = (targets != IGNORE_INDEX).unsqueeze(1).float()  # (N, 1)
+    w = weight.to(dtype)  # (V, C): cast once for all chunks
+    sums = None
+    for i in range(0, max(1, hidden.size(0)), chunk_size):  # at least once: no rows sum to 0
+        rows = slice(i, i + chunk_size)
+        h = hidden[rows].to(dtype)  # (n, C)
+        terms, grad_logits = row_terms((h @ w.t()).float(), rows)
+        sums = [t.sum() for t in terms] if sums is None else [s + t.sum() for s, t in zip(sums, terms)]
+        if grads.wanted:
+            grads.add(h, w, grad_logits.mul_(row_mask[rows]))
+        del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
+    return sums
 
 
 def _scaled(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
@@ -163,23 +206,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, mean: bool, chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
-        valid = targets != IGNORE_INDEX  # (N,)
-        n_valid = valid.sum()
+        n_valid = (targets != IGNORE_INDEX).sum()
         # With no valid row the mean is nan (0 / 0) and every gradient 0, as F.cross_entropy gives.
         scale = 1 / n_valid.clamp(min=1) if mean else torch.ones((), device=hidden.device)
-        row_mask = valid.unsqueeze(1).float()  # (N, 1)
         grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
-        w = weight.to(dtype)  # (V, C): cast once for all chunks
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for i in range(0, hidden.size(0), chunk_size):
-            rows = slice(i, i + chunk_size)
-            h = hidden[rows].to(dtype)  # (n, C)
-            logits = (h @ w.t()).float()  # (n, V)
-            nll, grad_logits = _cross_entropy_rows(logits, targets[rows], grads.wanted)  # grad_logits is logits
-            total += nll.sum()
-            if grads.wanted:
-                grads.add(h, w, grad_logits.mul_(row_mask[rows]))
-            del logits, grad_logits  # this chunk's (n, V) buffer goes before the next chunk's is made
+
+        def row_terms(logits, rows):  # grad_logits is written over the logits
+            nll, grad_logits = _cross_entropy_rows(logits, targets[rows], grads.wanted)
+            return (nll,), grad_logits
+
+        total, = _head_chunks(hidden, weight, targets, grads, chunk_size, dtype, row_terms)
         ctx.save_for_backward(*grads.result(scale))
         return total / n_valid if mean else total
 
@@ -215,22 +251,16 @@ class _LinearKD(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, targets, temperature: float, kd_weight: float,
                 chunk_size: int, dtype: torch.dtype, grad_enabled: bool):
-        valid = targets != IGNORE_INDEX  # (N,)
-        n_valid = valid.sum().clamp(min=1)  # no valid row: every term 0, not nan
-        row_mask = valid.unsqueeze(1).float()  # (N, 1)
+        n_valid = (targets != IGNORE_INDEX).sum().clamp(min=1)  # no valid row: every term 0, not nan
         grads = _HeadGrads(hidden, weight, ctx.needs_input_grad[:2], grad_enabled)
-        w, teacher_w = weight.to(dtype), teacher_weight.to(dtype)  # (V, C), (V, C'): cast once
-        kl_sum = ce_sum = hidden.new_zeros((), dtype=torch.float32)
-        for i in range(0, hidden.size(0), chunk_size):
-            rows = slice(i, i + chunk_size)
-            h = hidden[rows].to(dtype)  # (n, C)
-            kl, nll, grad_logits = _kd_rows(  # the two models' logits (n, V), unnamed: _kd_rows frees them
-                (h @ w.t()).float(), (teacher_hidden[rows].to(dtype) @ teacher_w.t()).float(), targets[rows],
-                temperature, kd_weight, grads.wanted)
-            kl_sum, ce_sum = kl_sum + kl.sum(), ce_sum + nll.sum()
-            if grads.wanted:
-                grads.add(h, w, grad_logits.mul_(row_mask[rows]))
-            del grad_logits  # this chunk's (n, V) buffer goes before the next chunk's are made
+        teacher_w = teacher_weight.to(dtype)  # (V, C'): cast once
+
+        def row_terms(logits, rows):  # the teacher's logits (n, V) unnamed too: _kd_rows frees both
+            kl, nll, grad_logits = _kd_rows(logits, (teacher_hidden[rows].to(dtype) @ teacher_w.t()).float(),
+                                            targets[rows], temperature, kd_weight, grads.wanted)
+            return (kl, nll), grad_logits
+
+        kl_sum, ce_sum = _head_chunks(hidden, weight, targets, grads, chunk_size, dtype, row_terms)
         ctx.save_for_backward(*grads.result(1 / n_valid))
         kl, ce = kl_sum / n_valid, ce_sum / n_valid
         ctx.mark_non_differentiable(kl, ce)

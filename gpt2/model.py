@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt2.config import GPTConfig
-from gpt2.losses import linear_cross_entropy
 
 
 class KVCache(nn.Module):
@@ -60,6 +59,10 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        # scaled_dot_product_attention computes softmax(q @ k^T / sqrt(hs) + M) @ v, M = 0 where a query may
+        # see a key and -inf where it may not: (B, nh, T, hs) @ (B, nh, hs, S) -> (B, nh, T, S) weights,
+        # @ (B, nh, S, hs) -> (B, nh, T, hs). It runs as one fused kernel (flash attention on a GPU) that
+        # never writes the (T, S) weights to memory.
         if cache is None:  # training, evaluation: the ordinary lower-triangular mask
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         else:  # against the whole cache (B, nh, S, hs); mask (T, S) hides the positions not written yet
@@ -113,6 +116,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.transformer.wte.weight  # tied: the output head reads the embedding
         if self.lm_head.weight.device.type != "meta":  # a model built on "meta" is filled by a loader instead
             self.init_weights(seed)
+        self._kv_caches: list[KVCache] | None = None  # setup_kv_caches' (not a module: no state, no buffers)
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:
@@ -144,28 +148,41 @@ class GPT(nn.Module):
         return [KVCache(batch_size, max_len, self.config.n_head, self.config.head_size,
                         device=device or p.device, dtype=dtype or p.dtype) for _ in range(self.config.n_layer)]
 
+    def setup_kv_caches(self, batch_size: int, max_len: int, *, dtype: torch.dtype) -> list[KVCache]:
+        """The model's own decoding caches (gpt-fast's `setup_caches`): made at the first call and kept, the
+        same tensors again while batch size, length, dtype and device stay, new ones when they change. A
+        compiled decode step (on CUDA, a recorded CUDA graph) reads them at fixed addresses, call after call."""
+        p = self.lm_head.weight
+        kept = self._kv_caches
+        if kept is None or kept[0].k.shape[::2] != (batch_size, max_len) or kept[0].k.dtype != dtype \
+                or kept[0].k.device != p.device:
+            self._kv_caches = None  # the old ones go first
+            self._kv_caches = self.make_kv_caches(batch_size, max_len, dtype=dtype)
+        return self._kv_caches
+
     def forward(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         *,
         input_pos: torch.Tensor | None = None,
         kv_caches: list[KVCache] | None = None,
-        last_logits_only: bool = False,
         return_hidden: bool = False,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Token ids (B, T) -> (logits (B, T, V), None): full logits by default.
+    ) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, V): `logits = model(idx)`.
 
-        targets (B, T): returns (None, mean cross-entropy) instead, positions with target -100 ignored.
-        The loss is taken chunk by chunk from the final hidden states (gpt2/losses.py), so the
-        (B, T, V) logits are never held whole; use `model(idx)` for the logits themselves.
-        return_hidden: (hidden (B, T, C) after the final LayerNorm, None), what the head reads; the
-        distillation loss takes it from student and teacher. last_logits_only: logits (B, 1, V) of
-        the last position only, what a prefill needs.
+        return_hidden=True returns the hidden states (B, T, C) after the final LayerNorm instead: what
+        the head reads, `logits = model.lm_head(hidden)`. Training and evaluation take their loss from
+        them, never from the whole (B, T, V) logits (412 MB in float32 for one (2, 1024) batch):
 
-        Cached decoding: `kv_caches` (one per layer, `make_kv_caches`) and `input_pos` (T,), the
-        positions of idx's tokens. Every token attends to the cache positions <= its own, so the
-        positions after the ones written so far must not be read: generation writes them in order.
+            hidden = model(idx, return_hidden=True)                          # (B, T, C)
+            loss = linear_cross_entropy(hidden, model.lm_head.weight, targets)
+            # the same value and gradients as F.cross_entropy(model(idx).flatten(0, 1), targets.flatten()),
+            # taken chunk by chunk (gpt2/losses.py)
+
+        Cached decoding (gpt2/sampler.py): `kv_caches` (one per layer, `make_kv_caches`) and
+        `input_pos` (T,), the positions of idx's tokens. Every token attends to the cache positions
+        <= its own, so the positions after the ones written so far must not be read: generation
+        writes them in order.
         """
         B, T = idx.shape
         if kv_caches is None:
@@ -181,17 +198,8 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_caches[i] if kv_caches is not None else None, pos, mask)
         x = self.transformer.ln_f(x)  # (B, T, C)
-        if return_hidden:
-            return x, None
-        if targets is not None:
-            return None, linear_cross_entropy(x, self.lm_head.weight, targets)
-        if last_logits_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        return self.lm_head(x), None  # (B, T, V)
+        return x if return_hidden else self.lm_head(x)  # (B, T, C) or (B, T, V)
 
-    def num_params(self, non_embedding: bool = False) -> int:
+    def num_params(self) -> int:
         """Parameter count, the tied head counted once (124,439,808 for `gpt2`)."""
-        n = sum(p.numel() for p in self.parameters())  # parameters() yields the shared tensor once
-        if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
-        return n
+        return sum(p.numel() for p in self.parameters())  # parameters() yields the shared tensor once

@@ -126,87 +126,101 @@ def _write_tensor(f: BinaryIO, t: torch.Tensor) -> None:
     f.write(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, in this (little-endian) host order
 
 
-def _read_header(f: BinaryIO, path: Path) -> Header:
-    def fail(rule: str) -> SafetensorsError:
-        return SafetensorsError(f"{path}: not a valid safetensors file: {rule}")
+def _invalid(path: Path, rule: str) -> SafetensorsError:
+    return SafetensorsError(f"{path}: not a valid safetensors file: {rule}")
 
+
+def _read_header(f: BinaryIO, path: Path) -> Header:
+    """The header of an open file, every rule of the format checked: its JSON, each tensor's entry, and that
+    the tensors tile the data section exactly."""
     if sys.byteorder != "little":
         raise SafetensorsError(f"{path}: this reader maps the file's little-endian bytes directly, "
                                "so it needs a little-endian machine")
     size = os.fstat(f.fileno()).st_size
-    if size < 8:
-        raise fail(f"the file is {size} bytes, shorter than the 8-byte header length (a truncated download?)")
-    (n,) = struct.unpack("<Q", f.read(8))
-    if n > MAX_HEADER_BYTES:
-        raise fail(f"the header length {n:,} is over the {MAX_HEADER_BYTES:,}-byte limit")
-    if 8 + n > size:
-        raise fail(f"the header length {n:,} runs past the end of the {size:,}-byte file")
-    raw = f.read(n)
-    if len(raw) != n:
-        raise fail(f"the file ended while its {n:,}-byte header was being read")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise fail(f"the header is not valid UTF-8 ({e})") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except RecursionError:
-        raise fail("the header JSON is nested too deeply") from None
-    except ValueError as e:  # json.JSONDecodeError, a repeated key, an integer too long to convert
-        raise fail(f"the header is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise fail(f"the header is a JSON {type(obj).__name__}, not an object")
-
+    obj, n = _header_json(f, path, size)
     metadata = obj.pop("__metadata__", None)
     metadata = {} if metadata is None else metadata  # null is accepted, as the reference library does
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise fail(f"'__metadata__' must be an object of strings, got {metadata!r:.200}")
+        raise _invalid(path, f"'__metadata__' must be an object of strings, got {metadata!r:.200}")
+    entries = sorted(((name, _tensor_info(name, entry, path)) for name, entry in obj.items()),
+                     key=lambda e: (e[1].begin, e[1].end))
+    _check_tiling(entries, size - 8 - n, path)
+    return Header(dict(entries), metadata, 8 + n)
 
-    entries = []
-    for name, entry in obj.items():
-        if not isinstance(entry, dict):
-            raise fail(f"the entry of tensor {name!r} is not an object: {entry!r:.200}")
-        for key in ("dtype", "shape", "data_offsets"):
-            if key not in entry:
-                raise fail(f"the entry of tensor {name!r} has no {key!r}")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise fail(f"tensor {name!r} has unknown or unsupported dtype {dtype!r:.50}; "
-                       f"this reader handles {', '.join(DTYPES)}")
-        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise fail(f"the shape of tensor {name!r} must be a list of non-negative integers, got {shape!r:.200}")
-        numel = _numel(shape)
-        if numel is None:
-            raise fail(f"the shape of tensor {name!r} has more than 2**63 elements")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
-                and offsets[0] <= offsets[1]):
-            raise fail(f"the data_offsets of tensor {name!r} must be [begin, end] with 0 <= begin <= end, "
-                       f"got {offsets!r:.200}")
-        info = TensorInfo(DTYPES[dtype], tuple(shape), offsets[0], offsets[1])
-        nbytes = numel * info.dtype.itemsize
-        if info.end - info.begin != nbytes:
-            raise fail(f"tensor {name!r} ({dtype}, shape {shape}) needs {nbytes:,} bytes but its data_offsets "
-                       f"{offsets} span {info.end - info.begin:,}")
-        entries.append((name, info))
 
-    data_size = size - 8 - n
-    entries.sort(key=lambda e: (e[1].begin, e[1].end))
+def _header_json(f: BinaryIO, path: Path, size: int) -> tuple[dict, int]:
+    """The header's JSON object and its length n in bytes (the 8-byte length, then n bytes of UTF-8 JSON)."""
+    if size < 8:
+        raise _invalid(path, f"the file is {size} bytes, shorter than the 8-byte header length (a truncated download?)")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > MAX_HEADER_BYTES:
+        raise _invalid(path, f"the header length {n:,} is over the {MAX_HEADER_BYTES:,}-byte limit")
+    if 8 + n > size:
+        raise _invalid(path, f"the header length {n:,} runs past the end of the {size:,}-byte file")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise _invalid(path, f"the file ended while its {n:,}-byte header was being read")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _invalid(path, f"the header is not valid UTF-8 ({e})") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise _invalid(path, "the header JSON is nested too deeply") from None
+    except ValueError as e:  # json.JSONDecodeError, a repeated key, an integer too long to convert
+        raise _invalid(path, f"the header is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise _invalid(path, f"the header is a JSON {type(obj).__name__}, not an object")
+    return obj, n
+
+
+def _tensor_info(name: str, entry, path: Path) -> TensorInfo:
+    """One tensor's entry {"dtype", "shape", "data_offsets"}, checked: known dtype, a shape of counts, offsets
+    [begin, end] that span exactly the bytes the shape needs."""
+    if not isinstance(entry, dict):
+        raise _invalid(path, f"the entry of tensor {name!r} is not an object: {entry!r:.200}")
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in entry:
+            raise _invalid(path, f"the entry of tensor {name!r} has no {key!r}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _invalid(path, f"tensor {name!r} has unknown or unsupported dtype {dtype!r:.50}; "
+                             f"this reader handles {', '.join(DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise _invalid(path, f"the shape of tensor {name!r} must be a list of non-negative integers, got {shape!r:.200}")
+    numel = _numel(shape)
+    if numel is None:
+        raise _invalid(path, f"the shape of tensor {name!r} has more than 2**63 elements")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise _invalid(path, f"the data_offsets of tensor {name!r} must be [begin, end] with 0 <= begin <= end, "
+                             f"got {offsets!r:.200}")
+    info = TensorInfo(DTYPES[dtype], tuple(shape), offsets[0], offsets[1])
+    nbytes = numel * info.dtype.itemsize
+    if info.end - info.begin != nbytes:
+        raise _invalid(path, f"tensor {name!r} ({dtype}, shape {shape}) needs {nbytes:,} bytes but its data_offsets "
+                             f"{offsets} span {info.end - info.begin:,}")
+    return info
+
+
+def _check_tiling(entries: list[tuple[str, TensorInfo]], data_size: int, path: Path) -> None:
+    """The tensors, sorted by offset, cover the data section exactly: no overlap, no hole, nothing past its end."""
     covered, previous = 0, None  # the data section up to `covered` belongs to the tensors seen so far
     for name, info in entries:
         if info.end > data_size:
-            raise fail(f"tensor {name!r} ends at byte {info.end:,}, past the end of the {data_size:,}-byte "
-                       "data section (a truncated file?)")
+            raise _invalid(path, f"tensor {name!r} ends at byte {info.end:,}, past the end of the {data_size:,}-byte "
+                                 "data section (a truncated file?)")
         if info.begin < covered:
-            raise fail(f"tensor {name!r} at bytes [{info.begin:,}, {info.end:,}) overlaps tensor {previous!r}, "
-                       f"which ends at {covered:,}")
+            raise _invalid(path, f"tensor {name!r} at bytes [{info.begin:,}, {info.end:,}) overlaps tensor "
+                                 f"{previous!r}, which ends at {covered:,}")
         if info.begin > covered:
-            raise fail(f"bytes [{covered:,}, {info.begin:,}) of the data section belong to no tensor "
-                       "(the tensors must cover it without holes)")
+            raise _invalid(path, f"bytes [{covered:,}, {info.begin:,}) of the data section belong to no tensor "
+                                 "(the tensors must cover it without holes)")
         covered, previous = info.end, name
     if covered != data_size:
-        raise fail(f"{data_size - covered:,} bytes after the last tensor belong to no tensor "
-                   "(the tensors must cover the data section exactly)")
-    return Header(dict(entries), metadata, 8 + n)
+        raise _invalid(path, f"{data_size - covered:,} bytes after the last tensor belong to no tensor "
+                             "(the tensors must cover the data section exactly)")
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:

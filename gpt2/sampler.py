@@ -1,10 +1,11 @@
 """Generating text with GPT-2: small pure functions in the gpt-fast style, read top to bottom.
 
-    SamplingConfig            which distribution each next token is drawn from (validated on creation)
-    top_k / top_p / min_p     filters: logits (B, V) -> logits, the removed tokens at -inf
-    sampling_logits, sample   logits (B, V) -> log-weights of the draw -> next tokens (B,), one seeded draw per row
-    prefill, decode_one_token one forward pass each: a whole window, or one token against the KV caches
-    generate                  the loop: prefill, then one fixed-shape decode step per token, stopping, context policy
+    SamplingConfig             which distribution each next token is drawn from (validated on creation)
+    top_k / top_p / min_p      filters: logits (B, V) -> logits, the removed tokens at -inf
+    sampling_logits, draw      log p (B, V) -> log-weights of the draw -> one token per row (Gumbel-max)
+    next_token                 logits (B, V) -> (tokens (B,), their log p): the one softmax of a step
+    prefill, decode_one_token  a whole window, or one token against the KV caches -> (tokens, log p)
+    generate                   prefill, then a loop of decode_one_token; stop tokens; a full context
 
 One knob says how far a draw leans into the tail. The plausible set is what top-k, top-p and min-p
 keep of the model's own distribution p (temperature 1); inside it a token is drawn with weight p^alpha:
@@ -16,16 +17,16 @@ keep of the model's own distribution p (temperature 1); inside it a token is dra
                      (alpha = -1 weights each token by 1 / p; alpha = -beta is the older "hard p^-beta")
     strategy greedy  the most probable token (alpha -> infinity)
 
-Randomness comes only from a `torch.Generator` on the model's device seeded with `seed`: the same
-seed, model and prompt give the same tokens, with or without the KV cache, compiled or not.
+Randomness comes only from a `torch.Generator` on the model's device seeded with `seed`, which fills
+one (B, V) buffer of uniform noise per token: the same seed, model and prompt give the same tokens,
+compiled or not.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-import weakref
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,7 +73,8 @@ class SamplingConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# Filters: logits (B, V) -> logits (B, V) with the removed tokens at -inf. Pure functions.
+# Filters: logits (B, V) -> logits (B, V) with the removed tokens at -inf. Pure functions. Their
+# thresholds may be floats or 0-d tensors (what the compiled decode step passes, see `DrawTensors`).
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -81,7 +83,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+def top_p_filter(logits: torch.Tensor, p) -> torch.Tensor:
     """Nucleus: keep the smallest set of most probable tokens whose total probability is >= p.
     A token is kept while the mass strictly before it is < p, so the most probable token always is."""
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) each
@@ -90,17 +92,17 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
-    """Keep tokens with p >= min_p * p_max (the most probable token always stays)."""
-    logp = logits.log_softmax(-1)  # (B, V)
-    threshold = logp.amax(-1, keepdim=True) + math.log(min_p) if min_p > 0 else float("-inf")
-    return logits.masked_fill(logp < threshold, float("-inf"))
+def min_p_filter(logits: torch.Tensor, min_p) -> torch.Tensor:
+    """Keep tokens with p >= min_p * p_max (the most probable token always stays). p / p_max is
+    exp(logit - max logit) whatever the normalisation, so no softmax is needed; min_p = 0 keeps all."""
+    threshold = logits.amax(-1, keepdim=True) + torch.as_tensor(min_p, dtype=logits.dtype, device=logits.device).log()
+    return logits.masked_fill(logits < threshold, float("-inf"))
 
 
-def sampling_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Log-weights (B, V) of the draw: alpha * log p on the plausible set, -inf elsewhere.
-    Working with log p keeps p^alpha finite for alpha < 0 even where p underflows in float32."""
-    logp = logits.float().log_softmax(-1)  # (B, V) the model's distribution, temperature 1
+def sampling_logits(logp: torch.Tensor, cfg: SamplingConfig | DrawTensors) -> torch.Tensor:
+    """Log-weights (B, V) of the draw from the model's log-probabilities logp (B, V): alpha * log p on
+    the plausible set, -inf elsewhere. Working with log p keeps p^alpha finite for alpha < 0 even where
+    p underflows in float32."""
     plausible = logp
     if cfg.top_k is not None:
         plausible = top_k_filter(plausible, cfg.top_k)
@@ -111,26 +113,40 @@ def sampling_logits(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return torch.where(plausible.isfinite(), cfg.alpha * logp, float("-inf"))
 
 
-def draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token per row from softmax(logits) (B, V) -> (B,); -inf logits are never drawn.
+def draw(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(logits) (B, V) -> (B,), given uniform noise (B, V) in [0, 1).
 
     The Gumbel-max trick: argmax_i (logit_i + g_i) with g_i = -log(-log u_i), u_i ~ U[0, 1), is
     distributed exactly as softmax(logits), with no normalisation and no cumulative sum over V.
-    torch.rand never returns 1, so g is never +inf and a -inf logit stays -inf."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device)  # (B, V) in [0, 1)
-    return (logits.float() - (-u.log_()).log_()).argmax(-1)
+    u < 1, so g is never +inf and a -inf logit is never drawn."""
+    return (logits.float() - (-noise.log()).log()).argmax(-1)
 
 
-def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """Next tokens (B,) from the model's logits (B, V)."""
-    if cfg.strategy == "greedy":
-        return logits.argmax(-1)
-    return draw(sampling_logits(logits, cfg), generator)
+def next_token(logits: torch.Tensor, cfg: SamplingConfig | DrawTensors,
+               noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next tokens (B,) from the model's logits (B, V), and log p of each (B,) under the model's own
+    distribution (temperature 1, nothing filtered). One log-softmax serves the draw and the log p."""
+    logp = logits.float().log_softmax(-1)  # (B, V)
+    tokens = logp.argmax(-1) if cfg.strategy == "greedy" else draw(sampling_logits(logp, cfg), noise)
+    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
 
 
-def model_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) (B,) under the model's own distribution: temperature 1, nothing filtered."""
-    return logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+@dataclass(frozen=True)
+class DrawTensors:
+    """A SamplingConfig with its numbers as 0-d tensors, for the compiled decode step: torch.compile
+    specialises a graph on every Python float it reads (a new graph per alpha), while tensors are inputs
+    (one graph serves every alpha, top_p and min_p). Which filters apply stays part of the graph."""
+
+    strategy: Strategy
+    alpha: torch.Tensor
+    top_k: int | None
+    top_p: torch.Tensor | None
+    min_p: torch.Tensor | None
+
+    @classmethod
+    def of(cls, cfg: SamplingConfig, device: torch.device) -> DrawTensors:
+        tensor = lambda v: None if v is None else torch.tensor(float(v), device=device)  # noqa: E731
+        return cls(cfg.strategy, tensor(cfg.alpha), cfg.top_k, tensor(cfg.top_p), tensor(cfg.min_p))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,48 +154,50 @@ def model_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 # masked to the positions written so far, so a decode step has the same shapes at every position.
 
 
-def prefill(model: GPT, idx: torch.Tensor, kv_caches: list[KVCache] | None) -> torch.Tensor:
-    """Run a whole window idx (B, T) from position 0, filling `kv_caches` when given (None is the
-    uncached path: everything recomputed). Returns the float logits (B, V) of its last position."""
-    input_pos = torch.arange(idx.size(1), device=idx.device) if kv_caches is not None else None  # (T,)
-    logits, _ = model(idx, input_pos=input_pos, kv_caches=kv_caches, last_logits_only=True)  # (B, 1, V)
-    return logits[:, -1].float()
+def prefill(model: GPT, idx: torch.Tensor, kv_caches: list[KVCache], cfg: SamplingConfig | DrawTensors,
+            noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a whole window idx (B, T) at positions 0 .. T - 1, writing the caches; the tokens (B,) that
+    follow it and their log p (B,). The head reads the last position only: (B, V), not (B, T, V)."""
+    input_pos = torch.arange(idx.size(1), device=idx.device)  # (T,)
+    hidden = model(idx, input_pos=input_pos, kv_caches=kv_caches, return_hidden=True)  # (B, T, C)
+    return next_token(model.lm_head(hidden[:, -1]), cfg, noise)  # logits (B, V)
 
 
-def decode_one_token(model: GPT, token: torch.Tensor, input_pos: torch.Tensor, kv_caches: list[KVCache]) -> torch.Tensor:
-    """Feed one token (B, 1) at position input_pos (1,) against the caches; float logits (B, V) for the next one."""
-    logits, _ = model(token, input_pos=input_pos, kv_caches=kv_caches)  # (B, 1, V)
-    return logits[:, -1].float()
+def decode_one_token(model: GPT, token: torch.Tensor, input_pos: torch.Tensor, kv_caches: list[KVCache],
+                     cfg: SamplingConfig | DrawTensors, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed one token (B, 1) at position input_pos (1,) against the caches; the next tokens (B,) and
+    their log p (B,). Every shape is fixed: one compiled graph serves every position."""
+    logits = model(token, input_pos=input_pos, kv_caches=kv_caches)  # (B, 1, V)
+    return next_token(logits[:, -1], cfg, noise)
 
 
 @functools.cache
 def compiled_decode_one_token(device_type: str):
-    """decode_one_token under torch.compile, made once per device type: on CUDA as CUDA graphs
-    ("reduce-overhead": ~150 kernel launches of a small model's step replayed as one), elsewhere as
-    inductor's fused kernels. Fixed shapes (dynamic=False): one graph per batch size and cache length."""
+    """decode_one_token under torch.compile, made once per device type (gpt-fast compiles it once at
+    start-up): on CUDA as CUDA graphs ("reduce-overhead": ~150 kernel launches of a small model's step
+    replayed as one), elsewhere as inductor's fused kernels. Fixed shapes (dynamic=False): one graph per
+    batch size, cache length (see `cache_length`) and choice of filters."""
     mode = "reduce-overhead" if device_type == "cuda" else None
     return torch.compile(decode_one_token, mode=mode, fullgraph=True, dynamic=False)
 
 
-# Compiled decoding keeps its caches between generate() calls of the same shape: a CUDA graph replays
-# fixed addresses, so new caches at every call would mean recording the graph again every call.
-_static_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def cache_length(n: int, n_positions: int) -> int:
+    """Cache positions for a sequence of n tokens: n rounded up to a power of two (at least 64), at most
+    the context. A compiled step has one graph per cache length, so distill's and evaluate's calls, whose
+    lengths differ by a few tokens, share graphs; the masked positions past n cost attention work only."""
+    return min(n_positions, max(64, 1 << (n - 1).bit_length()))
 
 
-def kv_caches_for(model: GPT, batch_size: int, max_len: int, dtype: torch.dtype, static: bool) -> list[KVCache]:
-    """Caches for one generation: new ones, or (static) the model's kept ones when their shape matches."""
-    if not static:
+def decode_caches(model: GPT, batch_size: int, max_len: int, dtype: torch.dtype, compiled: bool) -> list[KVCache]:
+    """The caches of one generation: the call's own, or for compiled decoding the model's kept ones
+    (`setup_kv_caches`), which a CUDA graph reads at fixed addresses from one call to the next."""
+    if not compiled:
         return model.make_kv_caches(batch_size, max_len, dtype=dtype)
-    key = (batch_size, max_len, dtype)
-    kept = _static_caches.get(model)
-    if kept is None or kept[0] != key:
-        _static_caches.pop(model, None)  # free the old ones first
-        caches = model.make_kv_caches(batch_size, max_len, dtype=dtype)
-        for cache in caches if model.lm_head.weight.is_cuda else []:
-            torch._dynamo.mark_static_address(cache.k)  # written in place, read at one address by the graph
-            torch._dynamo.mark_static_address(cache.v)
-        _static_caches[model] = kept = (key, caches)
-    return kept[1]
+    caches = model.setup_kv_caches(batch_size, max_len, dtype=dtype)
+    for cache in caches if model.lm_head.weight.is_cuda else []:
+        torch._dynamo.mark_static_address(cache.k)  # written in place, read at one address by the graph
+        torch._dynamo.mark_static_address(cache.v)
+    return caches
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,14 +239,14 @@ def generate(
     prompt: torch.Tensor,
     max_new_tokens: int,
     *,
-    strategy: SamplingConfig = SamplingConfig(),
+    sampling: SamplingConfig | None = None,
     seed: int = 0,
     stop_token: int | None = None,
-    use_cache: bool = True,
     on_context_full: ContextPolicy = "stop",
     compile: bool = False,
 ) -> GenerationResult:
-    """Continue every row of `prompt` (B, T0) by up to `max_new_tokens` tokens.
+    """Continue every row of `prompt` (B, T0) by up to `max_new_tokens` tokens drawn as `sampling` says
+    (default: ordinary sampling, `SamplingConfig()`).
 
     All rows share the prompt length T0 (the model has no padding mask; group prompts by length).
     A row that emits `stop_token` is finished: its later positions hold `stop_token` with logprob 0
@@ -238,125 +256,102 @@ def generate(
     The model sees a window of at most n_positions (N) tokens. When it is full, `on_context_full`
     decides: "stop" ends generation (T0 + n never exceeds N); "slide" keeps the last N // 2 tokens,
     prefills them again at positions 0 .. N//2 - 1 (as a fresh cache would hold them) and goes on.
-    `use_cache=False` recomputes the whole window every step: the reference path, the same tokens.
-    `compile=True` runs the decode step under torch.compile (CUDA graphs on CUDA); its caches are
-    kept for the next call of the same batch size and length. Under torch.autocast the caches hold
-    the autocast dtype.
+    `compile=True` runs the decode step under torch.compile (CUDA graphs on CUDA) with the model's kept
+    caches (`GPT.setup_kv_caches`); should torch.compile reach its limit of graphs for the step, the rest
+    of the call runs eagerly, with a warning. Under torch.autocast the caches hold the autocast dtype.
     """
     check_generate_args(model, prompt, max_new_tokens, on_context_full)
+    sampling = SamplingConfig() if sampling is None else sampling
     device = model.lm_head.weight.device
-    B, T0 = prompt.shape
-    N = model.config.n_positions
-    S = min(N, T0 + max_new_tokens)  # cache positions: never more than the context or the final sequence
-    dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            caches = kv_caches_for(model, B, S, dtype, static=compile) if use_cache else None
-            step = compiled_decode_one_token(device.type) if compile else decode_one_token
-            out = _generate_loop(model, prompt, max_new_tokens, caches, step, strategy,
-                                 torch.Generator(device=device).manual_seed(seed), stop_token, on_context_full)
+            loop = _Generation(model, prompt, max_new_tokens, DrawTensors.of(sampling, device),
+                               torch.Generator(device=device).manual_seed(seed), stop_token, compile)
+            loop.run(on_context_full)
     finally:
         model.train(was_training)
-    return _result(*out, T0, stop_token)
+    return loop.result()
 
 
-def _generate_loop(model, prompt, max_new_tokens, caches, step, strategy, generator, stop_token, on_context_full):
-    """The loop of `generate`: returns (tokens (B, L), logprobs (B, n), finished (B,))."""
-    B, T0 = prompt.shape
-    N, device = model.config.n_positions, prompt.device
-    tokens = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # written in place
-    tokens[:, :T0] = prompt
-    logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32, device=device)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    positions = torch.arange(N, device=device)  # input_pos of every decode step is a view of this
-    L, start, cached, n = T0, 0, 0, 0  # sequence length; the window is tokens[:, start:L]; positions cached
-    while n < max_new_tokens:
-        if L - start >= N:  # no position left for the next token
-            if on_context_full == "stop":
+class _Generation:
+    """The state of one `generate` call: the growing sequence, its log-probabilities, the finished rows."""
+
+    CHECK_EVERY = 8  # steps between looks at whether every row has finished: each look waits for the device
+
+    def __init__(self, model: GPT, prompt: torch.Tensor, max_new_tokens: int, cfg: DrawTensors,
+                 generator: torch.Generator, stop_token: int | None, compile: bool):
+        B, T0 = prompt.shape
+        N, device = model.config.n_positions, prompt.device
+        self.model, self.cfg, self.generator, self.stop_token = model, cfg, generator, stop_token
+        self.T0, self.max_new_tokens = T0, max_new_tokens
+        self.tokens = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # written in place
+        self.tokens[:, :T0] = prompt
+        self.logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.noise = torch.empty(B, model.config.vocab_size, device=device)  # uniform draws, refilled per token
+        self.last = torch.empty(B, 1, dtype=torch.long, device=device)  # the token the next step feeds
+        dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
+        self.caches = decode_caches(model, B, cache_length(T0 + max_new_tokens, N), dtype, compile)
+        self.step = compiled_decode_one_token(device.type) if compile else decode_one_token
+        self.n = 0  # tokens generated
+
+    def run(self, on_context_full: ContextPolicy) -> None:
+        """Prefill the window, then decode one token at a time; when the window fills, stop or slide."""
+        N = self.model.config.n_positions
+        start = 0  # the window is tokens[:, start:L]
+        input_pos = None  # (1,) on the device: the position the next decode step writes; None: prefill next
+        while self.n < self.max_new_tokens:
+            L = self.T0 + self.n
+            if L - start >= N:  # no position left for the next token
+                if on_context_full == "stop":
+                    break
+                start, input_pos = L - max(1, N // 2), None  # slide: the last N // 2 tokens start again at 0
+            if self.cfg.strategy != "greedy":
+                self.noise.uniform_(generator=self.generator)
+            if input_pos is None:
+                tokens, logprobs = prefill(self.model, self.tokens[:, start:L], self.caches, self.cfg, self.noise)
+                input_pos = torch.tensor([L - start], device=self.last.device)
+            else:
+                tokens, logprobs = self.decode(input_pos)
+                input_pos += 1
+            self.append(tokens, logprobs)
+            if self.stop_token is not None and self.n % self.CHECK_EVERY == 0 and bool(self.finished.all()):
                 break
-            start, cached = L - max(1, N // 2), 0  # slide: the last N // 2 tokens start again at position 0
-        if caches is None:
-            logits = prefill(model, tokens[:, start:L], None)
-        elif cached == 0:
-            logits = prefill(model, tokens[:, start:L], caches)
-        else:
-            if device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs may now be overwritten
-            logits = step(model, tokens[:, L - 1:L], positions[L - 1 - start:L - start], caches)
-        cached = L - start
-        next_token = sample(logits, strategy, generator)  # (B,)
-        logprob = model_logprobs(logits, next_token)  # (B,)
-        if stop_token is not None:
-            next_token = next_token.masked_fill(finished, stop_token)
-            logprob = logprob.masked_fill(finished, 0.0)
-            finished |= next_token == stop_token
-        tokens[:, L], logprobs[:, n] = next_token, logprob
-        L, n = L + 1, n + 1
-        if stop_token is not None and bool(finished.all()):
-            break
-    return tokens[:, :L], logprobs[:, :n], finished
 
+    def decode(self, input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.last.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs may now be overwritten
+        args = (self.model, self.last, input_pos, self.caches, self.cfg, self.noise)
+        try:
+            return self.step(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            warnings.warn("torch.compile reached its recompile limit for the decode step (too many batch "
+                          "sizes, cache lengths or filter choices in one process): decoding eagerly from here")
+            self.step = decode_one_token
+            return self.step(*args)
 
-def _result(tokens, logprobs, finished, T0: int, stop_token: int | None) -> GenerationResult:
-    # Cloned outside inference mode: ordinary tensors, usable as training data.
-    tokens, logprobs, finished = tokens.clone(), logprobs.clone(), finished.clone()
-    lengths = torch.full_like(finished, logprobs.size(1), dtype=torch.long)
-    if stop_token is not None:
-        first_stop = (tokens[:, T0:] == stop_token).int().argmax(-1)  # (B,) first stop token (0 if none)
-        lengths = torch.where(finished, first_stop + 1, lengths)
-    return GenerationResult(tokens=tokens, logprobs=logprobs, finished=finished, lengths=lengths, prompt_len=T0)
+    def append(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> None:
+        """Write the new tokens; a finished row gets stop_token with log p 0 (padding is certain)."""
+        if self.stop_token is not None:
+            tokens = tokens.masked_fill(self.finished, self.stop_token)
+            logprobs = logprobs.masked_fill(self.finished, 0.0)
+            self.finished |= tokens == self.stop_token
+        self.tokens[:, self.T0 + self.n], self.logprobs[:, self.n] = tokens, logprobs
+        self.last.copy_(tokens[:, None])  # contiguous (B, 1) at a fixed address: no new guard per position
+        self.n += 1
 
-
-# ----------------------------------------------------------------------------------------------
-# Command line: look at what a model learned.
-
-
-@dataclass
-class SampleArgs(SamplingConfig):
-    """Print continuations of a prompt, e.g.
-    python -m gpt2.sampler --model gpt2 --prompt "The meaning of life" --alpha -1 --min_p 0.1"""
-
-    model: str = "gpt2"  # a published name, a Hugging Face GPT-2 directory or a train.py checkpoint
-    prompt: str = ""  # text to continue; empty starts from <|endoftext|>
-    max_new_tokens: int = 64  # tokens generated per continuation (fewer if <|endoftext|> comes first)
-    num_samples: int = 3  # continuations of the prompt, generated together as one batch
-    seed: int = 0  # seeds the sampling generator: the same seed prints the same continuations
-    stop_at_eot: bool = True  # end a continuation at <|endoftext|>
-    on_context_full: ContextPolicy = "stop"  # at the context length: stop, or keep the last half
-    device: str = "auto"  # cpu, cuda, cuda:1, ...; auto picks cuda when available
-    compile: bool | None = None  # torch.compile the decode step (CUDA graphs on CUDA); None: on for CUDA
-
-
-def main(argv: list[str] | None = None) -> None:
-    import sys
-
-    from gpt2 import tokenizer
-    from gpt2.checkpoint import CheckpointError, load_model
-    from gpt2.cli import config_to_dict, parse_config
-    from gpt2.device import compile_wanted, resolve_device_and_dtype
-    from gpt2.weights import DownloadError, WeightsError
-
-    args = parse_config(SampleArgs, argv)
-    print(config_to_dict(args))
-    device, _ = resolve_device_and_dtype(args.device)
-    strategy = SamplingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig)})
-    try:
-        ids = tokenizer.encode(args.prompt) or [tokenizer.EOT_ID]
-        model = load_model(args.model, device=device)
-        prompt = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)  # (num_samples, T0)
-        out = generate(model, prompt, args.max_new_tokens, strategy=strategy, seed=args.seed,
-                       stop_token=tokenizer.EOT_ID if args.stop_at_eot else None, on_context_full=args.on_context_full,
-                       compile=compile_wanted(args.compile, device))
-    except (RuntimeError, CheckpointError, WeightsError, DownloadError, ValueError) as e:
-        sys.exit(f"error: {e}")  # RuntimeError: the BPE files are neither cached nor downloadable
-    for i in range(args.num_samples):
-        n = int(out.lengths[i])
-        mean = out.logprobs[i, :n].mean().item() if n else float("nan")
-        print(f"\n=== sample {i}: {n} tokens, mean log p {mean:.3f} (model distribution) ===")
-        print(args.prompt + tokenizer.decode(out.new_tokens[i, :n].tolist()))
-
-
-if __name__ == "__main__":
-    main()
+    def result(self) -> GenerationResult:
+        """The sequence as far as it went, cloned outside inference mode (ordinary tensors, usable as training
+        data). Once every row has stopped, the padding columns a late look let through are cut off."""
+        n, T0 = self.n, self.T0
+        finished = self.finished.clone()
+        lengths = torch.full_like(finished, n, dtype=torch.long)
+        if self.stop_token is not None:
+            first_stop = (self.tokens[:, T0:T0 + n] == self.stop_token).int().argmax(-1)  # (B,) (0 if none)
+            lengths = torch.where(finished, first_stop + 1, lengths)
+            if n and bool(finished.all()):
+                n = int(lengths.max())
+        return GenerationResult(tokens=self.tokens[:, :T0 + n].clone(), logprobs=self.logprobs[:, :n].clone(),
+                                finished=finished, lengths=lengths, prompt_len=T0)

@@ -35,11 +35,6 @@ def encode(text: str) -> list[int]:
     return get_encoding().encode_ordinary(text)
 
 
-def encode_batch(texts: list[str], num_threads: int = 8) -> list[list[int]]:
-    """Many texts at once; tiktoken releases the GIL, so threads run in parallel."""
-    return get_encoding().encode_ordinary_batch(texts, num_threads=num_threads)
-
-
 def decode(ids) -> str:
     """Token ids -> text. A sequence cut inside a multi-byte character decodes with U+FFFD there."""
     return get_encoding().decode(list(ids))

@@ -1,12 +1,17 @@
 """One training step: what train.py's loop runs and bench.py times, built once per run.
 
-    build_step(cfg, model, ...)  the model wrapped for the run (activation checkpointing, FSDP, compile, DDP),
-                                 its fused AdamW, loss scaler, per-slot data streams and loss -> StepParts
+    lm_loss, kd_lm_loss          a micro-batch's loss: the model's trunk, then the head's loss chunk by chunk
+    build_step(cfg, model, ...)  the model wrapped for the run (activation checkpointing, FSDP, DDP, compile),
+                                 its fused AdamW, loss scaler and loss, with the micro-batch streams handed in
     train_step(parts, step, lr)  every micro-batch's forward (autocast) and backward, clip, optimizer step
 
 A step's data and dropout depend only on the global batch: micro-batch slot g = rank * accum + micro reads
-its own seeded stream and seeds dropout from (seed, step, g), whatever the number of processes.
-`cfg` is a TrainConfig (gpt2/train_config.py) (its data, optimisation, precision, sharding and distillation fields).
+its own seeded stream (`batches`, one per slot, made by the caller) and seeds dropout from (seed, step, g),
+whatever the number of processes. `cfg` is a TrainConfig (gpt2/train_config.py).
+
+What torch.compile sees is the trunk alone, `model(x, return_hidden=True)`: its graph is the same at every
+batch size. The loss's chunk loop (gpt2/losses.py) runs outside it, as its own few large kernels per chunk;
+inside, the compiler would unroll one copy of the loop body per chunk (64 at B=16, T=1024 with 256 rows).
 """
 
 from __future__ import annotations
@@ -21,11 +26,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.loader import SplitTokens, TrainBatches
 from gpt2.checkpoint import load_model
 from gpt2.device import autocast, compile_wanted
 from gpt2.distributed import checkpoint_blocks, load_optimizer_state, shard
-from gpt2.losses import linear_kd_loss as kd_loss
+from gpt2.losses import linear_cross_entropy, linear_kd_loss
 from gpt2.model import GPT
 from gpt2.train_config import TrainConfig
 from gpt2.weights import DownloadError
@@ -52,26 +56,28 @@ def micro_seed(seed: int, step: int, slot: int) -> int:
     return int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0])
 
 
-def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one micro-batch, taken chunk by chunk (the logits are never whole)."""
-    _, loss = model(x, y)
-    return loss
+def lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT) -> torch.Tensor:
+    """Mean next-token cross-entropy of one micro-batch. `model` runs the trunk (compiled and/or wrapped for
+    DDP or FSDP); `student` is the plain module inside it, whose head the loss reads chunk by chunk from the
+    final hidden states: the (B, T, V) logits are never whole."""
+    hidden = model(x, return_hidden=True)  # (B, T, C)
+    # The head is read now, after the forward, not bound when the step is built: under --fsdp the root module
+    # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
+    # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
+    return linear_cross_entropy(hidden, student.lm_head.weight, y)
 
 
 def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher: GPT, temperature: float,
                kd_weight: float) -> torch.Tensor:
-    """Knowledge distillation of one micro-batch (gpt2/kd.py): the model's distribution against the frozen
-    teacher's, both softened by `temperature`, mixed with the cross-entropy, chunk by chunk from the two
-    models' final hidden states. `student` is the plain module `model` runs. It runs inside the step's
-    autocast; no_grad: the teacher never trains."""
-    hidden, _ = model(x, return_hidden=True)  # (B, T, C)
+    """Knowledge distillation of one micro-batch (the student made by gpt2/kd.py, the loss in gpt2/losses.py):
+    the model's distribution against the frozen teacher's, both softened by `temperature`, mixed with the
+    cross-entropy, chunk by chunk from the two models' final hidden states, the head read as in `lm_loss`.
+    It runs inside the step's autocast; no_grad: the teacher never trains."""
+    hidden = model(x, return_hidden=True)  # (B, T, C)
     with torch.no_grad():
-        teacher_hidden, _ = teacher(x, return_hidden=True)  # (B, T, C_teacher)
-    # The head is read now, after the forward, not bound when the step is built: under --fsdp the root module
-    # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
-    # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
-    loss, _ = kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
-                      temperature=temperature, kd_weight=kd_weight)
+        teacher_hidden = teacher(x, return_hidden=True)  # (B, T, C_teacher)
+    loss, _ = linear_kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
+                             temperature=temperature, kd_weight=kd_weight)
     return loss
 
 
@@ -80,12 +86,12 @@ class StepParts:
     """Everything one optimizer step touches. train.py's loop and bench.py's training figure both run
     `train_step` on these, so the benchmark times exactly the step a run takes."""
 
-    model: torch.nn.Module  # what the forward pass calls: raw_model, compiled and/or DDP-wrapped
+    model: torch.nn.Module  # what the forward pass calls: raw_model, DDP-wrapped and/or compiled
     raw_model: GPT  # the module itself (under FSDP, sharded in place): clipping, checkpoints, evaluation
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # loss scaling; enabled for fp16 only
     amp_dtype: torch.dtype  # autocast dtype; float32 means no autocast
-    batches: list[TrainBatches]  # this rank's micro-batch slots, one seeded stream each
+    batches: list  # this rank's micro-batch slots, one seeded stream each: .next() -> (x, y) (B, T) each
     loss_fn: Callable  # loss_fn(model, x, y) -> the micro-batch's mean loss
     seed: int  # seeds dropout per (step, slot)
     rank: int
@@ -132,8 +138,7 @@ def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
     return cfg.total_batch_tokens // tokens_per_micro_step
 
 
-def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dtype: torch.dtype,
-                 loss_fn: Callable) -> Callable:
+def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dtype: torch.dtype) -> Callable:
     """The plain cross-entropy, or with --teacher the distillation loss against the loaded teacher.
     A frozen teacher needs no float32 master weights: under bf16 autocast it is stored in bf16 (half the
     memory; its matrix multiplies ran in bf16 anyway). It is replicated on every process, also under --fsdp:
@@ -141,7 +146,7 @@ def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dty
     where sharding it would save at most that much and gather the whole teacher every micro-batch
     (benchmarks/memory_plan.py)."""
     if cfg.teacher is None:
-        return loss_fn
+        return functools.partial(lm_loss, student=raw_model)
     dtype = torch.bfloat16 if amp_dtype == torch.bfloat16 else torch.float32
     try:  # part of the config, not of the state: a resumed run loads it again
         teacher = load_model(cfg.teacher, device=device, dtype=dtype).requires_grad_(False)  # eval mode: no dropout
@@ -151,15 +156,13 @@ def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dty
                              kd_weight=cfg.kd_weight)
 
 
-def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype, rank: int,
-               world: int, state: dict | None = None, loss_fn: Callable = lm_loss) -> StepParts:
-    """`raw_model` (on `device`) with its optimizer, scaler and this rank's data streams, wrapped for the run
-    (activation checkpointing, FSDP sharding in place, compile, DDP) and ready for `train_step`; a
-    checkpoint's `state` restores optimizer, scaler and data."""
-    accum, distributed = grad_accum_steps(cfg, world), dist.is_initialized()
-    train_tokens = SplitTokens(cfg.data_dir, "train")
-    batches = [TrainBatches(train_tokens, cfg.micro_batch_size, cfg.seq_len, seed=cfg.seed, rank=rank * accum + m,
-                            world_size=world * accum, device=device) for m in range(accum)]  # one per slot
+def build_step(cfg: TrainConfig, raw_model: GPT, batches: list, device: torch.device, amp_dtype: torch.dtype,
+               rank: int, state: dict | None = None) -> StepParts:
+    """`raw_model` (on `device`) with its optimizer, scaler and loss, wrapped for the run (activation
+    checkpointing, FSDP sharding in place, DDP, compile) and ready for `train_step` on `batches`, this rank's
+    micro-batch streams (`data.loader.micro_batch_streams`); a checkpoint's `state` restores optimizer,
+    scaler and the streams' positions."""
+    distributed = dist.is_initialized()
     if cfg.activation_checkpointing:
         checkpoint_blocks(raw_model)
     if cfg.fsdp:
@@ -170,11 +173,15 @@ def build_step(cfg: TrainConfig, raw_model: torch.nn.Module, device: torch.devic
         load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         for m, b in enumerate(batches):
-            b.load_state_dict(state["batches"][rank * accum + m])
-    model = torch.compile(raw_model) if compile_wanted(cfg.compile, device) else raw_model
+            b.load_state_dict(state["batches"][rank * len(batches) + m])
+    model = raw_model
     if distributed and not cfg.fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_wanted(cfg.compile, device):
+        # DDP first, then compile (PyTorch's order for compiled DDP): the compiler splits the graph at DDP's
+        # gradient buckets, so each bucket's all-reduce starts while the rest of the backward still runs.
+        model = torch.compile(model)
     return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
-                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype, loss_fn), seed=cfg.seed,
+                     batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype), seed=cfg.seed,
                      rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)
 

@@ -308,13 +308,23 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def model_holding(config: GPTConfig, state: dict[str, torch.Tensor]) -> GPT:
+    """A GPT whose parameters are `state`'s tensors themselves (our names and layout; no copy): built on the
+    meta device with no random initialisation, filled with load_state_dict(assign=True), its head tied again.
+    checkpoints, published weights and students cut from a teacher (gpt2/kd.py) are all made this way."""
+    with torch.device("meta"), _SkipInit():  # shapes only: no memory, no random initialisation to throw away
+        model = GPT(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters: tie them again
+    return model
+
+
 def _build_model(tensors: dict[str, torch.Tensor], config: GPTConfig, path: Path, *,
                  device: str | torch.device, dtype: torch.dtype | None) -> GPT:
     """A GPT holding `tensors` (HF names and layout). Entries are popped from `tensors` as they are
     converted, so that each source tensor is freed as soon as its converted copy exists."""
-    with torch.device("meta"), _SkipInit():  # shapes only: no memory, no random initialisation to throw away
-        model = GPT(config)
-    expected = {name.removeprefix("transformer."): p.shape for name, p in model.named_parameters()}
+    with torch.device("meta"), _SkipInit():
+        expected = {name.removeprefix("transformer."): p.shape for name, p in GPT(config).named_parameters()}
 
     found, head = {}, None  # found: keys without the prefix and without the mask buffers
     for key in list(tensors):
@@ -354,6 +364,4 @@ def _build_model(tensors: dict[str, torch.Tensor], config: GPTConfig, path: Path
         state["transformer." + name] = t.contiguous()  # a no-op unless .to() had nothing to do
         del t  # the source (a mapping or a read) is released once its converted copy exists
     state["lm_head.weight"] = state["transformer.wte.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters: tie them again
-    return model.eval()
+    return model_holding(config, state).eval()

@@ -47,7 +47,7 @@ def test_flops_per_token_matches_torch_flop_counter():
     # Full logits and F.cross_entropy: the chunked loss does the same three head products, but accumulates the
     # weight's gradient with an in-place addmm_, which the counter has no formula for.
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        logits, _ = model(x)
+        logits = model(x)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), x.flatten()).backward()
     assert counter.get_total_flops() == flops_per_token(cfg, T) * B * T
 
@@ -77,9 +77,9 @@ def test_peak_memory_sees_an_allocation():
 def test_compiled_decoding_with_cuda_graphs():
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=97, n_positions=64), seed=1).cuda()
     prompt = torch.randint(0, 97, (1, 4), device="cuda")
-    expected = generate(model, prompt, 30, strategy=SamplingConfig("greedy")).tokens
+    expected = generate(model, prompt, 30, sampling=SamplingConfig("greedy")).tokens
     for _ in range(2):  # the second call replays the recorded graph, on the same caches
-        assert torch.equal(generate(model, prompt, 30, strategy=SamplingConfig("greedy"), compile=True).tokens, expected)
+        assert torch.equal(generate(model, prompt, 30, sampling=SamplingConfig("greedy"), compile=True).tokens, expected)
 
 
 def test_cli_tiny_model_writes_json_and_markdown(tmp_path):
@@ -96,8 +96,8 @@ def test_cli_tiny_model_writes_json_and_markdown(tmp_path):
         assert row["ours MFU"] is None  # CPU: no peak, no MFU
         assert row["ours peak MiB"] > 0 and math.isfinite(row["ours/hf tok/s"])
         assert len(row["_runs_ms"]["ours"]) == len(row["_runs_ms"]["hf"]) == 1  # every timed run is kept
-    paths = [(r["B"], r["path"], r["KV cache"]) for r in report["sections"]["generate"]]
-    assert paths == [(2, "ours", True), (2, "hf", True), (2, "ours", False)]
+    paths = [(r["B"], r["path"]) for r in report["sections"]["generate"]]
+    assert paths == [(2, "ours"), (2, "hf")]
     hf_row = report["sections"]["generate"][1]
     assert hf_row["same tokens as ours"] == 1.0  # the twin holds the same weights (training used copies)
     assert report["sections"]["eval"][0]["eval/forward"] > 0

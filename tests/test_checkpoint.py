@@ -28,7 +28,7 @@ def test_round_trip_keeps_weights_and_tying(tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still one tensor
     assert not loaded.training
     idx = torch.randint(0, TINY.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(loaded(idx)[0], model(idx)[0], rtol=0, atol=0)
+    torch.testing.assert_close(loaded(idx), model(idx), rtol=0, atol=0)
     half = load_model(tmp_path / "latest.pt", dtype=torch.bfloat16)
     assert half.transformer.wte.weight.dtype == torch.bfloat16
 
@@ -101,4 +101,4 @@ def test_export_matches_transformers(tmp_path):
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(hf(idx).logits, model(idx)[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(hf(idx).logits, model(idx), rtol=1e-5, atol=1e-5)

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from data import prepare
-from data.loader import IGNORE_INDEX, EvalBatches, SplitTokens, TrainBatches, eval_windows
+from data.loader import SplitTokens, TrainBatches
+from gpt2.losses import IGNORE_INDEX
+from gpt2.metrics.windows import EvalBatches, eval_windows
 from data.shards import HEADER_BYTES, MAGIC, VERSION, ShardError, open_shard, read_header, write_shard
 
 # ---------------------------------------------------------------- shard format

@@ -196,7 +196,7 @@ def test_cli_writes_json_and_table_with_the_metrics_figures(world):
     n, P, G = len(tokens), 16, 8
     starts = [i * (n // 8) for i in range(8)]
     passages = torch.tensor(np.stack([tokens[s:s + P + G] for s in starts]).astype(np.int64))
-    new = generate(model, passages[:, :P], G, strategy=SamplingConfig("greedy")).new_tokens
+    new = generate(model, passages[:, :P], G, sampling=SamplingConfig("greedy")).new_tokens
     hyps = [tokenizer.decode(row.tolist()) for row in new]
     refs = [tokenizer.decode(row.tolist()) for row in passages[:, P:]]
     bleu, rouge = corpus_bleu(hyps, [refs]), corpus_rouge(refs, hyps)

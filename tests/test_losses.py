@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss
+from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss, _mixed_addmm, default_chunk_size
 
 B, T, C, V = 2, 37, 24, 1000  # N = 74 rows
 CHUNKS = [16, 25, None]  # 16 and 25 do not divide 74; None: the default, larger than N (one chunk)
@@ -296,3 +296,11 @@ def test_a_second_backward_through_the_graph_fails_loudly():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_chunks_are_sized_for_the_device():
+    """Far larger chunks on a GPU: the head's float32 weight gradient is read and written once per chunk, so at
+    B=16, T=1024 256-row chunks would stream it 64 times. A float32 sum of bf16 products is added in place
+    where addmm can do it (out_dtype, CUDA); this CPU's addmm cannot, and takes the bf16 product then the add."""
+    assert default_chunk_size(torch.device("cuda")) == 2048 and default_chunk_size(torch.device("cpu")) == 256
+    assert not _mixed_addmm("cpu")

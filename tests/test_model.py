@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
+from gpt2.losses import linear_cross_entropy
 
 TINY = GPTConfig(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4)
 
@@ -56,17 +57,14 @@ def test_initialisation_is_seeded_and_gpt2_scaled():
 def test_full_logits_by_default_and_loss_is_mean_cross_entropy():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (3, 10))
-    logits, loss = model(idx)
-    assert logits.shape == (3, 10, TINY.vocab_size) and loss is None
+    logits = model(idx)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (3, 10, TINY.vocab_size)
     targets = torch.randint(0, TINY.vocab_size, (3, 10))
     targets[0, :4] = -100  # ignored positions
-    _, loss = model(idx, targets)
+    loss = linear_cross_entropy(model(idx, return_hidden=True), model.lm_head.weight, targets)
     keep = targets.view(-1) != -100
     expected = -torch.log_softmax(logits.view(-1, TINY.vocab_size), -1)[keep].gather(1, targets.view(-1)[keep, None]).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    last, _ = model(idx, last_logits_only=True)
-    assert last.shape == (3, 1, TINY.vocab_size)
-    torch.testing.assert_close(last[:, 0], logits[:, -1], rtol=0, atol=1e-6)
 
 
 def test_causality_future_tokens_do_not_change_past_logits():
@@ -74,8 +72,8 @@ def test_causality_future_tokens_do_not_change_past_logits():
     idx = torch.randint(0, TINY.vocab_size, (2, 12))
     changed = idx.clone()
     changed[:, 8:] = (changed[:, 8:] + 1) % TINY.vocab_size
-    a, _ = model(idx)
-    b, _ = model(changed)
+    a = model(idx)
+    b = model(changed)
     torch.testing.assert_close(a[:, :8], b[:, :8], rtol=0, atol=1e-6)
     assert not torch.allclose(a[:, 8:], b[:, 8:])
 
@@ -83,8 +81,8 @@ def test_causality_future_tokens_do_not_change_past_logits():
 def test_input_pos_uses_the_true_position_embedding():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (1, 1))
-    a, _ = model(idx, input_pos=torch.tensor([0]), kv_caches=model.make_kv_caches(1, 8))
-    b, _ = model(idx, input_pos=torch.tensor([5]), kv_caches=model.make_kv_caches(1, 8))
+    a = model(idx, input_pos=torch.tensor([0]), kv_caches=model.make_kv_caches(1, 8))
+    b = model(idx, input_pos=torch.tensor([5]), kv_caches=model.make_kv_caches(1, 8))
     assert not torch.allclose(a, b)
 
 
@@ -92,16 +90,16 @@ def test_input_pos_uses_the_true_position_embedding():
 def test_cached_forward_equals_full_recomputation(prefill):
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 24))
-    full, _ = model(idx)
+    full = model(idx)
     caches = model.make_kv_caches(2, 32)  # more positions than used: the mask must hide the rest
     pos = torch.arange(32)
     with torch.no_grad():
-        parts = [model(idx[:, :prefill], input_pos=pos[:prefill], kv_caches=caches)[0]]
+        parts = [model(idx[:, :prefill], input_pos=pos[:prefill], kv_caches=caches)]
         # a chunk of several new tokens after a prefill (a rectangular causal mask) ...
-        parts.append(model(idx[:, prefill:prefill + 3], input_pos=pos[prefill:prefill + 3], kv_caches=caches)[0])
+        parts.append(model(idx[:, prefill:prefill + 3], input_pos=pos[prefill:prefill + 3], kv_caches=caches))
         # ... then one token at a time.
         for t in range(prefill + 3, 24):
-            parts.append(model(idx[:, t:t + 1], input_pos=pos[t:t + 1], kv_caches=caches)[0])
+            parts.append(model(idx[:, t:t + 1], input_pos=pos[t:t + 1], kv_caches=caches))
     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
 
 
@@ -124,30 +122,30 @@ def test_dropout_only_in_training_mode():
     model = GPT(GPTConfig(**{**TINY.__dict__, "dropout": 0.5}))
     idx = torch.randint(0, TINY.vocab_size, (2, 8))
     model.eval()
-    torch.testing.assert_close(model(idx)[0], model(idx)[0])
+    torch.testing.assert_close(model(idx), model(idx))
     model.train()
-    assert not torch.allclose(model(idx)[0], model(idx)[0])
+    assert not torch.allclose(model(idx), model(idx))
 
 
 def test_hidden_states_are_what_the_head_reads():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 9))
-    hidden, none = model(idx, return_hidden=True)
-    assert hidden.shape == (2, 9, TINY.n_embd) and none is None
-    torch.testing.assert_close(model.lm_head(hidden), model(idx)[0], rtol=0, atol=0)
+    hidden = model(idx, return_hidden=True)
+    assert hidden.shape == (2, 9, TINY.n_embd)
+    torch.testing.assert_close(model.lm_head(hidden), model(idx), rtol=0, atol=0)
 
 
-def test_loss_path_returns_no_logits_and_its_gradients_match_full_logits():
-    """model(idx, targets) takes the chunked loss (gpt2/losses.py): same value and gradients as the full logits'."""
+def test_the_documented_loss_has_the_full_logits_gradients():
+    """The loss the forward's docstring gives (hidden states, then the chunked loss of gpt2/losses.py): the same
+    value and gradients, through the whole model, as F.cross_entropy of the full logits."""
     model = GPT(TINY, seed=2).train()
     idx, targets = torch.randint(0, TINY.vocab_size, (2, 2, 11)).unbind(0)
     targets[1, 3:] = -100
     torch.manual_seed(0)
-    logits, loss = model(idx, targets)
-    assert logits is None
+    loss = linear_cross_entropy(model(idx, return_hidden=True), model.lm_head.weight, targets, chunk_size=7)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     torch.manual_seed(0)  # the same dropout masks
-    full, _ = model(idx)
+    full = model(idx)
     reference = torch.nn.functional.cross_entropy(full.flatten(0, 1), targets.flatten(), ignore_index=-100)
     ref_grads = torch.autograd.grad(reference, list(model.parameters()))
     assert abs(loss.item() - reference.item()) <= 1e-5

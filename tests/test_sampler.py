@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gpt2 import GPT, GPTConfig
-from gpt2.sampler import (SamplingConfig, decode_one_token, draw, generate, model_logprobs, prefill, sample,
-                          sampling_logits)
+from gpt2.sampler import SamplingConfig, cache_length, compiled_decode_one_token, draw, generate, next_token, \
+    sampling_logits
 
 TINY = GPTConfig(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
 
@@ -33,8 +34,34 @@ def peaked() -> GPT:
 
 def probs_of(cfg: SamplingConfig, p: list[float]) -> torch.Tensor:
     """The distribution a strategy draws from, for one row with probabilities p."""
-    logits = torch.tensor([p]).log()  # (1, V)
-    return sampling_logits(logits, cfg).softmax(-1)[0]
+    logp = torch.tensor([p]).log()  # (1, V)
+    return sampling_logits(logp, cfg).softmax(-1)[0]
+
+
+def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    """The tokens next_token picks (B,), with the noise drawn from `generator`."""
+    return next_token(logits, cfg, torch.rand(logits.shape, generator=generator))[0]
+
+
+def uncached_generate(model: GPT, prompt: torch.Tensor, n: int, cfg: SamplingConfig, seed: int,
+                      policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference for cached decoding: the whole window recomputed for every token, no KV cache, the same
+    noise stream and context policy as generate(). Returns (tokens (B, T0 + n'), logprobs (B, n'))."""
+    N, generator = model.config.n_positions, torch.Generator().manual_seed(seed)
+    tokens, logprobs, start = prompt, [], 0
+    with torch.inference_mode():
+        for _ in range(n):
+            L = tokens.size(1)
+            if L - start >= N:
+                if policy == "stop":
+                    break
+                start = L - N // 2
+            noise = torch.empty(prompt.size(0), model.config.vocab_size)
+            if cfg.strategy != "greedy":
+                noise.uniform_(generator=generator)
+            token, logprob = next_token(model(tokens[:, start:L])[:, -1], cfg, noise)
+            tokens, logprobs = torch.cat([tokens, token[:, None]], 1), logprobs + [logprob]
+    return tokens, torch.stack(logprobs, 1)
 
 
 # ---------------------------------------------------------------------------------- cached decoding
@@ -44,11 +71,11 @@ def test_cached_logits_equal_full_recomputation_at_every_step(model):
     tokens = torch.randint(0, TINY.vocab_size, (B, T0 + steps))
     caches = model.make_kv_caches(B, TINY.n_positions)
     with torch.inference_mode():
-        cached = [prefill(model, tokens[:, :T0], caches)]
+        cached = [model(tokens[:, :T0], input_pos=torch.arange(T0), kv_caches=caches)[:, -1]]  # prefill
         for pos in range(T0, T0 + steps - 1):
-            cached.append(decode_one_token(model, tokens[:, pos:pos + 1], torch.tensor([pos]), caches))
+            cached.append(model(tokens[:, pos:pos + 1], input_pos=torch.tensor([pos]), kv_caches=caches)[:, -1])
         for i, logits in enumerate(cached):
-            full = prefill(model, tokens[:, :T0 + i], None)  # the whole prefix recomputed, no cache
+            full = model(tokens[:, :T0 + i])[:, -1]  # the whole prefix recomputed, no cache
             assert (logits - full).abs().max().item() <= 1e-5, f"step {i}"
 
 
@@ -57,30 +84,30 @@ def test_cached_logits_equal_full_recomputation_at_every_step(model):
     (SamplingConfig("greedy"), "slide"), (SamplingConfig("sample", top_p=0.9), "slide"),
     (SamplingConfig(alpha=-2.0, min_p=0.1), "slide"), (SamplingConfig(alpha=0.0, top_k=5), "slide"),
     (SamplingConfig(alpha=0.5), "stop")])
-def test_use_cache_false_gives_the_same_tokens(model, strategy, policy):
+def test_cached_generation_gives_the_uncached_references_tokens(model, strategy, policy):
     prompt = torch.randint(0, TINY.vocab_size, (3, 5))
     n = 30  # with "slide": windows slide at lengths 16, 24 and 32 (N = 16 keeps 8)
-    a = generate(model, prompt, n, strategy=strategy, seed=7, on_context_full=policy)
-    b = generate(model, prompt, n, strategy=strategy, seed=7, on_context_full=policy, use_cache=False)
-    assert torch.equal(a.tokens, b.tokens)
-    assert (a.logprobs - b.logprobs).abs().max().item() <= 1e-5
+    a = generate(model, prompt, n, sampling=strategy, seed=7, on_context_full=policy)
+    tokens, logprobs = uncached_generate(model, prompt, n, strategy, seed=7, policy=policy)
+    assert torch.equal(a.tokens, tokens)
+    assert (a.logprobs - logprobs).abs().max().item() <= 1e-5
     assert a.tokens.shape == (3, TINY.n_positions if policy == "stop" else 5 + n)
 
 
 def test_same_seed_same_tokens_other_seed_other_tokens(model):
     prompt = torch.randint(0, TINY.vocab_size, (2, 3))
     cfg = SamplingConfig("sample", alpha=0.7)
-    a, b = (generate(model, prompt, 12, strategy=cfg, seed=11) for _ in range(2))
-    c = generate(model, prompt, 12, strategy=cfg, seed=12)
+    a, b = (generate(model, prompt, 12, sampling=cfg, seed=11) for _ in range(2))
+    c = generate(model, prompt, 12, sampling=cfg, seed=12)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)
     assert not torch.equal(a.tokens, c.tokens)
 
 
 def test_logprobs_are_the_unmodified_model_distribution(model):
     prompt = torch.randint(0, TINY.vocab_size, (2, 3))
-    out = generate(model, prompt, 6, strategy=SamplingConfig("sample", alpha=2.0, top_k=3), seed=0)
+    out = generate(model, prompt, 6, sampling=SamplingConfig("sample", alpha=2.0, top_k=3), seed=0)
     with torch.inference_mode():
-        logits, _ = model(out.tokens)  # (B, T, V) every position at once
+        logits = model(out.tokens)  # (B, T, V) every position at once
     expected = logits[:, 2:-1].log_softmax(-1).gather(-1, out.new_tokens[..., None])[..., 0]
     assert (out.logprobs - expected).abs().max().item() <= 1e-5
 
@@ -100,7 +127,7 @@ def test_greedy_equals_transformers_generate(tmp_path):
     with torch.no_grad():
         ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=40,
                           min_new_tokens=40, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
-    out = generate(ours, prompt, 40, strategy=SamplingConfig("greedy"))
+    out = generate(ours, prompt, 40, sampling=SamplingConfig("greedy"))
     assert torch.equal(out.tokens, ref.sequences)
     ref_logprobs = torch.stack(ref.scores, 1).log_softmax(-1).gather(-1, out.new_tokens[..., None])[..., 0]
     assert (out.logprobs - ref_logprobs).abs().max().item() <= 1e-4
@@ -118,7 +145,8 @@ def test_positive_alpha_is_sampling_at_temperature_one_over_alpha(alpha, top_k, 
     warpers += [lp.TopPLogitsWarper(top_p)] if top_p else []
     warpers += [lp.MinPLogitsWarper(min_p)] if min_p else []
     expected = lp.LogitsProcessorList(warpers)(None, logits.clone())
-    ours = sampling_logits(logits, SamplingConfig("sample", alpha=alpha, top_k=top_k, top_p=top_p, min_p=min_p))
+    cfg = SamplingConfig("sample", alpha=alpha, top_k=top_k, top_p=top_p, min_p=min_p)
+    ours = sampling_logits(logits.log_softmax(-1), cfg)
     assert torch.equal(ours.isinf(), expected.isinf())
     torch.testing.assert_close(ours.softmax(-1), expected.softmax(-1), rtol=0, atol=1e-6)
 
@@ -184,27 +212,28 @@ def old_hard_logits(logits: torch.Tensor, beta: float, min_p: float) -> torch.Te
 def test_alpha_minus_beta_is_the_former_hard_strategy_draw_for_draw(beta):
     logits = torch.randn(256, 300) * 2
     ours = sample(logits, SamplingConfig("sample", alpha=-beta, min_p=0.1), torch.Generator().manual_seed(3))
-    theirs = draw(old_hard_logits(logits, beta, 0.1), torch.Generator().manual_seed(3))
+    theirs = draw(old_hard_logits(logits, beta, 0.1), torch.rand(logits.shape, generator=torch.Generator().manual_seed(3)))
     assert torch.equal(ours, theirs)
 
 
 def test_alpha_one_is_ordinary_sampling_draw_for_draw():
     logits = torch.randn(256, 300) * 2
     ours = sample(logits, SamplingConfig("sample", alpha=1.0), torch.Generator().manual_seed(5))
-    assert torch.equal(ours, draw(logits.log_softmax(-1), torch.Generator().manual_seed(5)))
+    assert torch.equal(ours, draw(logits.log_softmax(-1), torch.rand(logits.shape, generator=torch.Generator().manual_seed(5))))
 
 
 def test_greedy_is_the_argmax():
     logits = torch.randn(5, 40)
     assert torch.equal(sample(logits, SamplingConfig("greedy"), torch.Generator()), logits.argmax(-1))
-    assert torch.equal(model_logprobs(logits, logits.argmax(-1)), logits.log_softmax(-1).amax(-1))
+    tokens, logprobs = next_token(logits, SamplingConfig("greedy"), torch.rand(logits.shape))
+    assert torch.equal(logprobs, logits.log_softmax(-1).amax(-1))
 
 
 # ---------------------------------------------------------------------------------- lower log-probability
 
 def test_lower_alpha_picks_less_likely_tokens(peaked):
     prompt = torch.randint(0, 97, (16, 4))
-    mean = {alpha: generate(peaked, prompt, 40, strategy=SamplingConfig(alpha=alpha, min_p=0.02), seed=0)
+    mean = {alpha: generate(peaked, prompt, 40, sampling=SamplingConfig(alpha=alpha, min_p=0.02), seed=0)
             .logprobs.mean().item() for alpha in (1.0, 0.0, -1.0)}  # 640 tokens each
     # The mean of 640 log-probabilities varies by ~0.07 between seeds; demand a margin well beyond that.
     assert mean[-1.0] < mean[0.0] - 0.3 and mean[0.0] < mean[1.0] - 0.3, mean
@@ -215,9 +244,9 @@ def test_lower_alpha_picks_less_likely_tokens(peaked):
 def test_rows_stop_at_the_stop_token_and_are_padded(model):
     prompt = torch.randint(0, TINY.vocab_size, (3, 2))
     cfg = SamplingConfig("sample", alpha=0.8)
-    free = generate(model, prompt, 12, strategy=cfg, seed=5)
+    free = generate(model, prompt, 12, sampling=cfg, seed=5)
     stop = int(free.new_tokens[0, 3])  # a token row 0 emits at step 3 (maybe earlier too)
-    out = generate(model, prompt, 12, strategy=cfg, seed=5, stop_token=stop)
+    out = generate(model, prompt, 12, sampling=cfg, seed=5, stop_token=stop)
     for row in range(3):
         hits = (free.new_tokens[row] == stop).nonzero()
         if len(hits) == 0:  # never emits it: the row runs to the end, unchanged
@@ -235,20 +264,20 @@ def test_rows_stop_at_the_stop_token_and_are_padded(model):
 
 def test_generation_ends_when_every_row_has_stopped(model):
     prompt = torch.randint(0, TINY.vocab_size, (2, 3))
-    free = generate(model, prompt, 8, strategy=SamplingConfig("greedy"))
+    free = generate(model, prompt, 8, sampling=SamplingConfig("greedy"))
     same = prompt.clone()
     same[1] = prompt[0]  # both rows identical: greedy gives both the same tokens
     stop = int(free.new_tokens[0, 2])
-    out = generate(model, same, 8, strategy=SamplingConfig("greedy"), stop_token=stop)
+    out = generate(model, same, 8, sampling=SamplingConfig("greedy"), stop_token=stop)
     k = int((free.new_tokens[0] == stop).nonzero()[0])
     assert out.finished.all() and out.new_tokens.shape == (2, k + 1) and out.lengths.tolist() == [k + 1, k + 1]
 
 
 def test_stop_policy_ends_at_the_context_length(model):
     N = TINY.n_positions
-    out = generate(model, torch.randint(0, 97, (2, 10)), 100, strategy=SamplingConfig("greedy"))
+    out = generate(model, torch.randint(0, 97, (2, 10)), 100, sampling=SamplingConfig("greedy"))
     assert out.tokens.shape == (2, N) and out.logprobs.shape == (2, N - 10)
-    full = generate(model, torch.randint(0, 97, (2, N)), 5, strategy=SamplingConfig("greedy"))
+    full = generate(model, torch.randint(0, 97, (2, N)), 5, sampling=SamplingConfig("greedy"))
     assert full.tokens.shape == (2, N) and full.new_tokens.shape == (2, 0)
     with pytest.raises(ValueError, match="on_context_full='slide'"):
         generate(model, torch.randint(0, 97, (2, N + 1)), 5)
@@ -258,42 +287,84 @@ def test_stop_policy_ends_at_the_context_length(model):
 def test_slide_keeps_the_last_half_at_positions_from_zero(model, T0):
     N, keep = TINY.n_positions, TINY.n_positions // 2
     prompt = torch.randint(0, TINY.vocab_size, (2, T0))
-    out = generate(model, prompt, 30, strategy=SamplingConfig("greedy"), on_context_full="slide")
+    out = generate(model, prompt, 30, sampling=SamplingConfig("greedy"), on_context_full="slide")
     assert out.tokens.shape == (2, T0 + 30)
     start = 0
     with torch.inference_mode():
         for L in range(T0, T0 + 30):  # the token at index L is predicted from the window tokens[start:L]
             if L - start >= N:
                 start = L - keep
-            logits, _ = model(out.tokens[:, start:L])  # an independent forward, positions 0 .. L - start - 1
+            logits = model(out.tokens[:, start:L])  # an independent forward, positions 0 .. L - start - 1
             assert torch.equal(logits[:, -1].argmax(-1), out.tokens[:, L])
             expected = logits[:, -1].log_softmax(-1).gather(-1, out.tokens[:, L:L + 1])[:, 0]
             assert (out.logprobs[:, L - T0] - expected).abs().max().item() <= 1e-5
 
 
 @pytest.mark.slow
-def test_compiled_decoding_gives_the_eager_tokens(model):
-    """torch.compile'd decode step (inductor on CPU) against the eager one: greedy, and seeded draws at
-    every kind of alpha; one compilation serves them all (same batch and cache length)."""
+def test_compiled_decoding_with_the_draw_inside_gives_the_eager_tokens(model):
+    """The decode step under torch.compile (inductor on CPU), the draw and the log-probability inside it,
+    against the eager step: seeded draws at alpha 1, 0 and -1, both context policies. alpha is a tensor
+    input, so one compiled graph serves all three (same batch size, cache length and filters)."""
     prompt = torch.randint(0, TINY.vocab_size, (3, 5), generator=torch.Generator().manual_seed(2))
-    for cfg in [SamplingConfig("greedy"), SamplingConfig(alpha=1.0), SamplingConfig(alpha=0.5, top_p=0.9),
-                SamplingConfig(alpha=0.0, top_k=8), SamplingConfig(alpha=-1.0, min_p=0.1)]:
+    for alpha in (1.0, 0.0, -1.0):
+        cfg = SamplingConfig(alpha=alpha, min_p=0.1)
         for policy in ("stop", "slide"):
-            eager = generate(model, prompt, 11, strategy=cfg, seed=4, on_context_full=policy)
-            compiled = generate(model, prompt, 11, strategy=cfg, seed=4, on_context_full=policy, compile=True)
+            eager = generate(model, prompt, 11, sampling=cfg, seed=4, on_context_full=policy)
+            compiled = generate(model, prompt, 11, sampling=cfg, seed=4, on_context_full=policy, compile=True)
             assert torch.equal(eager.tokens, compiled.tokens), (cfg, policy)
             assert (eager.logprobs - compiled.logprobs).abs().max().item() <= 1e-5
+
+
+@pytest.fixture
+def counted_compile(monkeypatch):
+    """torch.compile of the decode step with a counting backend (dynamo's tracing and guards, the eager
+    kernels): its `frame_count` is the number of graphs made. The cached compiled step is reset around it."""
+    from torch._dynamo.testing import CompileCounter
+
+    counter, real_compile = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, fullgraph=True,
+                                                                       dynamic=False))
+    compiled_decode_one_token.cache_clear()
+    torch._dynamo.reset()
+    yield counter
+    compiled_decode_one_token.cache_clear()
+    torch._dynamo.reset()
+
+
+def test_ten_lengths_compile_one_graph_per_cache_bucket(counted_compile):
+    """generate(compile=True) at ten total lengths, one batch size: no failure (a view of the token buffer
+    fed to the step made a new graph per length, and the ninth failed), one graph per cache length bucket."""
+    model = GPT(GPTConfig(vocab_size=97, n_positions=256, n_embd=32, n_layer=2, n_head=4), seed=3).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    lengths = [3, 9, 17, 30, 41, 58, 70, 88, 99, 120]
+    for n in lengths:
+        eager = generate(model, prompt, n, sampling=SamplingConfig(alpha=-1.0, min_p=0.1), seed=n)
+        compiled = generate(model, prompt, n, sampling=SamplingConfig(alpha=-1.0, min_p=0.1), seed=n, compile=True)
+        assert torch.equal(eager.tokens, compiled.tokens)
+    buckets = {cache_length(5 + n, 256) for n in lengths}
+    assert buckets == {64, 128} and counted_compile.frame_count <= len(buckets)
+
+
+def test_decoding_goes_on_eagerly_past_the_recompile_limit(counted_compile):
+    model = GPT(GPTConfig(vocab_size=97, n_positions=256, n_embd=32, n_layer=2, n_head=4), seed=3).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    with torch._dynamo.config.patch(recompile_limit=1):
+        generate(model, prompt, 10, sampling=SamplingConfig("greedy"), compile=True)  # the one graph allowed
+        with pytest.warns(UserWarning, match="recompile limit"):
+            out = generate(model, prompt, 100, sampling=SamplingConfig("greedy"), compile=True)  # a new cache length
+    assert torch.equal(out.tokens, generate(model, prompt, 100, sampling=SamplingConfig("greedy")).tokens)
 
 
 def test_generate_leaves_the_model_as_it_found_it():
     model = GPT(TINY, seed=5).train()  # its own model: this test trains it
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = generate(model, torch.zeros(2, 2, dtype=torch.long), 4, strategy=SamplingConfig("sample"))
+    out = generate(model, torch.zeros(2, 2, dtype=torch.long), 4, sampling=SamplingConfig("sample"))
     assert model.training and model.lm_head.weight is model.transformer.wte.weight
     for k, v in model.state_dict().items():  # values untouched
         assert torch.equal(v, before[k]), k
     # the parameters and the generated tokens are ordinary tensors: training on them works
-    _, loss = model(out.tokens[:, :-1], out.tokens[:, 1:])
+    logits = model(out.tokens[:, :-1])
+    loss = F.cross_entropy(logits.flatten(0, 1), out.tokens[:, 1:].flatten())
     loss.backward()
     assert model.transformer.wte.weight.grad is not None
 
@@ -338,8 +409,8 @@ def test_bad_generate_arguments(model, prompt, kwargs, match):
 
 def test_cli_prints_continuations(tmp_path, capsys, encoding):
     pytest.importorskip("safetensors")
-    from gpt2.sampler import main
     from gpt2.weights import save_hf
+    from sample import main
 
     save_hf(GPT(GPTConfig(vocab_size=50257, n_positions=32, n_embd=8, n_layer=1, n_head=2)), tmp_path)
     main(["--model", str(tmp_path), "--prompt", "Hello there", "--alpha", "-1", "--min_p", "0.1",

@@ -16,14 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-import gpt2.training
+import data.loader
 import train
+from data.loader import micro_batch_streams
+from gpt2 import training
+from gpt2.training import lm_loss
 from data.loader import TrainBatches
 from data.shards import write_shard
 from gpt2.checkpoint import load_checkpoint
 from gpt2.cli import build_parser, field_comments, parse_config
 from gpt2.config import GPTConfig
-from train import TrainConfig, TrainingStopped
+from gpt2.train_config import TrainConfig
+from gpt2.training import TrainingStopped
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 256  # the toy corpus uses ids < 200; a small vocabulary keeps every step cheap
@@ -108,7 +112,7 @@ class FixedBatches:
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpt2.training, "TrainBatches", FixedBatches)
+    monkeypatch.setattr(data.loader, "TrainBatches", FixedBatches)
     runs = {}
     for micro in (2, 8):  # 4 micro-batches of 2 rows, then 1 of 8: total_batch_tokens = 8 x 16 both times
         cfg = tiny(tmp_path, micro_batch_size=micro, total_batch_tokens=128, max_steps=1, eval_interval=1,
@@ -174,15 +178,16 @@ def test_nan_loss_stops_without_saving_after_it(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in records(cfg.out_dir, "train"))
 
 
-def test_sigint_finishes_the_step_and_saves(tmp_path):
-    def interrupted_at_step_3(model, x, y):
+def test_sigint_finishes_the_step_and_saves(tmp_path, monkeypatch):
+    def interrupted_at_step_3(model, x, y, **kw):
         interrupted_at_step_3.calls += 1
         if interrupted_at_step_3.calls == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return train.lm_loss(model, x, y)
+        return lm_loss(model, x, y, **kw)
 
     interrupted_at_step_3.calls = 0
-    summary = train.train(tiny(tmp_path, max_steps=10, eval_interval=100), loss_fn=interrupted_at_step_3)
+    monkeypatch.setattr(training, "lm_loss", interrupted_at_step_3)
+    summary = train.train(tiny(tmp_path, max_steps=10, eval_interval=100))
     assert summary["steps"] == 3 and summary["stopped_early"]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -228,3 +233,68 @@ def test_command_line_errors_are_usage_errors(capsys):
     assert "--n_embd 130 is not a multiple of --n_head 4" in capsys.readouterr().err
     cfg = parse_config(TrainConfig, ["--no-compile", "--max_steps", "none", "--micro-batch-size", "2"])
     assert cfg.compile is False and cfg.max_steps is None and cfg.micro_batch_size == 2
+
+
+# ---------------------------------------------------------------------------------- ready for a GPU
+
+
+def test_compiled_step_is_the_same_graph_at_2_and_16_loss_chunks(tmp_path, monkeypatch):
+    """torch.compile sees the trunk only; the chunked loss runs outside it. Inside, its Python loop would be
+    unrolled once per 256-row chunk: the graph (and its compile time) would grow with the micro-batch."""
+    from torch._dynamo.testing import CompileCounter
+
+    real_compile, graphs = torch.compile, {}
+    for B in (2, 16):  # B x T = 512 and 4,096 rows of the loss: 2 and 16 chunks of the CPU's 256 rows
+        counter = CompileCounter()
+        monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=counter))
+        torch._dynamo.reset()
+        cfg = tiny(tmp_path, seq_len=256, micro_batch_size=B, total_batch_tokens=B * 256, compile=True)
+        model = train.build_model(cfg, torch.device("cpu"))
+        batches = micro_batch_streams(cfg.data_dir, B, 256, seed=0, rank=0, accum=1, world=1)
+        parts = training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, 0)
+        training.train_step(parts, 1, 1e-3)
+        graphs[B] = (counter.frame_count, counter.op_count)
+    torch._dynamo.reset()
+    assert graphs[2][0] == 1 and graphs[2] == graphs[16], graphs
+
+
+def test_step_time_is_read_after_the_step_has_finished(tmp_path, monkeypatch):
+    """On a GPU train_step returns once its kernels are queued. The logged tokens/s must time the work: the
+    clock that closes a step is read after the step's results were waited for (tolist / item), never between."""
+    events = []
+
+    def recorded(name, fn):
+        def call(*args, **kwargs):
+            events.append(name)
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(train, "train_step", recorded("step", train.train_step))
+    monkeypatch.setattr(torch.Tensor, "tolist", recorded("wait", torch.Tensor.tolist))
+    monkeypatch.setattr(torch.Tensor, "item", recorded("wait", torch.Tensor.item))
+    monkeypatch.setattr(train.time, "perf_counter", recorded("clock", train.time.perf_counter))
+    train.train(tiny(tmp_path, max_steps=3, eval_interval=100))
+    steps = [i for i, e in enumerate(events) if e == "step"]
+    assert len(steps) == 3
+    for i in steps:
+        next_clock = events.index("clock", i)
+        assert "wait" in events[i:next_clock], events[i:next_clock + 1]
+
+
+def test_compiled_ddp_wraps_then_compiles(tmp_path):
+    """PyTorch's order for compiled DDP: DDP(model) first, then torch.compile, so that the compiler splits the
+    graph at DDP's buckets and the all-reduce overlaps the backward (compile(model) inside DDP makes the
+    backward one opaque node). One process with gloo stands in for torchrun."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.FileStore(str(tmp_path / "store"), 1))
+    try:
+        cfg = tiny(tmp_path, compile=True)
+        model = train.build_model(cfg, torch.device("cpu"))
+        batches = micro_batch_streams(cfg.data_dir, 4, 16, seed=0, rank=0, accum=1, world=1)
+        parts = training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, 0)
+        assert isinstance(parts.model, torch._dynamo.eval_frame.OptimizedModule)
+        assert isinstance(parts.model._orig_mod, DDP) and parts.model._orig_mod.module is model
+    finally:
+        dist.destroy_process_group()

@@ -52,14 +52,14 @@ def hf_logits(model: GPT2LMHeadModel, idx: torch.Tensor) -> torch.Tensor:
 
 def our_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(idx)[0]
+        return model(idx)
 
 
 def greedy(model: GPT, idx: torch.Tensor, steps: int) -> torch.Tensor:
     """Greedy decoding by full recomputation: the plainest reference for HF's generate()."""
     with torch.no_grad():
         for _ in range(steps):
-            idx = torch.cat([idx, model(idx)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+            idx = torch.cat([idx, model(idx)[:, -1].argmax(-1, keepdim=True)], dim=1)
     return idx
 
 

@@ -12,7 +12,7 @@ argument; `tune_lambda` picks it on a held-out array (the val split), never on t
 
 What is scored: the targets t[1..n-1] of an evaluation array t[0..n-1], i.e. n - 1 targets, for both
 models (the unigram ignores t[0] as the bigram must), exactly the targets a neural LM's sliding-window
-evaluation scores (`data.loader.eval_windows`), so their perplexities are over the same tokens.
+evaluation scores (`gpt2/metrics/windows.py`), so their perplexities are over the same tokens.
 `*_nll` return the per-target NLL in nats, (n - 1,), for `gpt2.metrics.tail.bucket_perplexity`;
 `perplexity` turns them into the mean NLL and exp(mean NLL).
 

@@ -5,7 +5,7 @@ windows. Every target t[1..N-1] is scored exactly once; a window that starts bef
 target it scores uses the tokens in between as context only (their targets are -100). With
 stride == seq_len the windows are disjoint; a smaller stride gives each scored token at least
 seq_len - stride tokens of context, which lowers the perplexity and costs seq_len / stride times
-the compute. The windows themselves come from `data.loader.EvalBatches` (one place for the idea).
+the compute. The windows themselves come from `windows.EvalBatches` (one place for the idea).
 
 Reported figures, all from the summed negative log-likelihood (NLL, in nats) of the targets:
     ppl            exp(NLL / n_tokens)      per BPE token
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.loader import IGNORE_INDEX, EvalBatches
 from gpt2.device import autocast
-from gpt2.losses import linear_cross_entropy
+from gpt2.losses import IGNORE_INDEX, linear_cross_entropy
+from gpt2.metrics.windows import EvalBatches
 
 
 def _exp(x: float) -> float:
@@ -87,8 +87,8 @@ def evaluate_perplexity(
 ) -> PerplexityResult:
     """Score every next-token target of `tokens` once, in order, with windows of `seq_len` tokens.
 
-    `tokens`: anything with len() whose slices are integer arrays (a `data.loader.SplitTokens`, a
-    NumPy array). `model` is a `GPT` already on `device`; it is put in eval mode for the call and
+    `tokens`: anything with len() whose slices are integer arrays (a NumPy array, or a split read by
+    `data.loader.SplitTokens`). `model` is a `GPT` already on `device`; it is put in eval mode for the call and
     its training flag restored afterwards. `autocast_dtype` (e.g. torch.bfloat16) runs the forward
     pass under autocast (float32: none); the cross-entropy is always taken in float32, chunk by chunk from
     the final hidden states (gpt2/losses.py), so the (B, T, V) logits are never held whole.
@@ -114,7 +114,7 @@ def evaluate_perplexity(
                 n_scored += int((y != IGNORE_INDEX).sum())
                 x, y = x.to(device), y.to(device)  # (B, T) each
                 with autocast(device, autocast_dtype):
-                    hidden, _ = model(x, return_hidden=True)  # (B, T, C)
+                    hidden = model(x, return_hidden=True)  # (B, T, C)
                     nll = linear_cross_entropy(hidden, model.lm_head.weight, y, reduction="none")  # (B*T,), 0 if ignored
                 total_nll += nll.double().sum()  # no .item() here: the device keeps running ahead
                 if per_token:
