@@ -40,8 +40,8 @@ import torch
 from tqdm import tqdm
 
 from data.loader import SplitTokens
-from data.sequences import read_manifest, write_sequences
-from data.shards import ShardError
+from data.sequences import write_sequences
+from data.shards import ShardError, read_manifest
 from gpt2.metrics.diversity import repeated_fraction, text_stats, top_token_share
 from gpt2.atomic import atomic_open
 from gpt2.device import compile_wanted, describe, resolve_device_and_dtype

@@ -6,7 +6,7 @@
               trained with, and the sequences are concatenated into one `train` split:
                   EOT s0[0] s0[1] ... EOT s1[0] s1[1] ... EOT s2[0] ...
               so a training window that spans two sequences sees where one ends and the next begins.
-    shards    train_{i:06d}.bin in llm.c's format (data/shards.py), written atomically
+    shards    train_{i:06d}.bin in llm.c's format, written atomically (data.shards.write_data_dir)
     manifest  manifest.json in data.prepare's layout ("splits" -> "train" -> "shards"), so that
               `data.loader.SplitTokens` reads and checks it like any prepared split; plus what made it.
 
@@ -17,16 +17,13 @@ How varied such a set is (distinct-n, repetition) is measured by `gpt2.metrics.d
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from data.shards import shard_name, write_shard
-from gpt2.atomic import atomic_open
+from data.shards import write_data_dir
 from gpt2 import tokenizer
 
 LAYOUT = ("each sequence is preceded by <|endoftext|> (50256) as a document separator; the sequences are "
@@ -37,42 +34,15 @@ def write_sequences(out_dir: str | Path, sequences: list[np.ndarray], record: di
                     argv: list[str] | None, prog: list[str]) -> dict:
     """Write `sequences` as EOT-separated train shards in `out_dir` and manifest.json (which gets
     `record`, the layout, the shard list and the command line: `prog` + argv). Returns the manifest.
-
-    The old manifest is removed first and written last, so a folder whose writing was interrupted
-    has no manifest; shards of an earlier run that this one does not overwrite are deleted."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+    Written by `data.shards.write_data_dir`: no manifest until every shard is there, no stale shards."""
     eot = np.array([tokenizer.EOT_ID], dtype=np.uint16)
     stream = np.concatenate([piece for s in sequences for piece in (eot, np.asarray(s, dtype=np.uint16))])
-    shards = []
-    for index, begin in enumerate(range(0, len(stream), shard_tokens)):
-        piece = stream[begin : begin + shard_tokens]
-        write_shard(out_dir / shard_name("train", index), piece)
-        shards.append({"file": shard_name("train", index), "n_tokens": len(piece)})
-    written = {s["file"] for s in shards}
-    for stale in sorted(out_dir.iterdir()):
-        if re.fullmatch(r"(train|val|test)_\d{6}\.bin", stale.name) and stale.name not in written:
-            print(f"removing {stale} (not part of this run)", file=sys.stderr)
-            stale.unlink()
     manifest = {
-        "format": "llm.c token shards: 256 int32 header (magic 20240520, version 1, token count), uint16 tokens",
         **record,
         "tokenizer": {"name": "gpt2", "vocab_size": tokenizer.VOCAB_SIZE, "eot_id": tokenizer.EOT_ID,
                       "eot_inserted": True},
         "layout": LAYOUT,
-        "splits": {"train": {"n_tokens": len(stream), "n_sequences": len(sequences), "shards": shards}},
+        "splits": {"train": {"n_sequences": len(sequences)}},
         "command": shlex.join([*prog, *(sys.argv[1:] if argv is None else argv)]),
     }
-    with atomic_open(out_dir / "manifest.json") as f:
-        f.write((json.dumps(manifest, indent=2) + "\n").encode())
-    return manifest
-
-
-def read_manifest(data_dir: str | Path) -> dict:
-    """The manifest.json of a folder of shards, or a FileNotFoundError that says how to make one."""
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {data_dir} is not a finished data folder "
-                                "(write one with `python distill.py`, `python -m data.subset` or `python -m data.prepare`)")
-    return json.loads(path.read_text())
+    return write_data_dir(out_dir, {"train": stream}, manifest, shard_tokens)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data.loader import SplitTokens
-from data.sequences import read_manifest, write_sequences
-from data.shards import ShardError
+from data.sequences import write_sequences
+from data.shards import ShardError, read_manifest
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.metrics.diversity import text_stats
 
