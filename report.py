@@ -27,7 +27,8 @@ from gpt2.atomic import atomic_open
 from gpt2.cli import config_to_dict, parse_config
 from gpt2.metrics import tail
 from gpt2.metrics.stats import format_ci, mean_ci
-from gpt2.records import count, duration, fixed, read_log
+from gpt2.formatting import count, duration, fixed
+from gpt2.records import read_log
 
 
 @dataclass
