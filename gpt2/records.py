@@ -1,4 +1,5 @@
-"""What train.py leaves in a run directory, read back for evaluate.py and report.py.
+"""What the scripts leave behind, read back for evaluate.py, report.py and study_report.py: a train.py
+run directory, and any JSON result file (`read_json`).
 
     run.json    the resolved config, derived settings (device, accumulation, ...), versions
     log.jsonl   one JSON record per optimizer step ("train") and per evaluation ("eval")
@@ -9,6 +10,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file the scripts wrote, or None with a warning when it cannot be read (a report skips it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"warning: skipping {path}: {e}", file=sys.stderr)
+        return None
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
