@@ -75,7 +75,7 @@ endif
 INVERTED_STRATEGY := --alpha -1 --min_p 0.1
 SAMPLE_STRATEGY := --alpha 1 --min_p 0.1
 
-.PHONY: finetune distill retrain eval report experiment-clean study study-gpt2
+.PHONY: finetune distill retrain eval report experiment-clean study study-gpt2 study-report
 
 # NGPU=8: data-parallel over 8 GPUs through torchrun (lower --micro_batch_size in ARGS if memory runs out)
 NGPU ?= 1
@@ -115,12 +115,16 @@ experiment-clean:  ## delete the experiment's runs, sets and results (not the pr
 # ---- the study: a dose-response sweep of alpha with seeds, controls and tail metrics (study.py) ---------
 STUDY_DATA ?= shards/wikitext2-offline
 STUDY_ARGS ?=
+STUDY_RESULTS ?= results/study
 
 $(STUDY_DATA)/manifest.json: | install
 	$(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
 
 study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small scratch teacher and arms, offline splits -> results/study/
 	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
+
+study-report: install  ## redraw the study's tables and plot ($(STUDY_RESULTS)/study.md) from what study.py wrote there
+	$(PY) study_report.py --results_dir $(STUDY_RESULTS)
 
 # On a GPU, with the real splits: gpt2 fine-tuned as the teacher, gpt2 retrained on every set, T = 1024.
 study-gpt2: install $(DATA)/manifest.json  ## the same sweep with GPT-2 itself (a GPU) -> results/study-gpt2/

@@ -40,8 +40,9 @@ import torch
 from tqdm import tqdm
 
 from data.loader import SplitTokens
-from data.sequences import read_manifest, repeated_fraction, text_stats, top_token_share, write_sequences
-from data.shards import ShardError
+from data.sequences import write_sequences
+from data.shards import ShardError, read_manifest
+from gpt2.metrics.diversity import repeated_fraction, text_stats, top_token_share
 from gpt2.atomic import atomic_open
 from gpt2.device import compile_wanted, describe, resolve_device_and_dtype
 from gpt2 import tokenizer
@@ -245,7 +246,7 @@ def manifest_record(cfg: DistillConfig, teacher, strategy: SamplingConfig, train
                     **text_stats(generated),
                     "measured_on": "the generated tokens of the kept sequences; surprisal = -log p under the teacher "
                                    "(temperature 1, unfiltered): the teacher's mean NLL of its own set; distinct-n and "
-                                   "repetition as in data/sequences.py"},
+                                   "repetition as in gpt2/metrics/diversity.py"},
         "filter": {"max_repeat_4gram": cfg.max_repeat_4gram, "max_token_share": cfg.max_token_share,
                    "min_gen_tokens": cfg.min_gen_tokens, "dropped": built.dropped,
                    "dropped_total": sum(built.dropped.values())},

@@ -51,7 +51,8 @@ from gpt2.metrics.perplexity import evaluate_perplexity, text_size
 from gpt2.metrics.ngram import type_counts
 from gpt2.metrics.rouge import corpus_rouge
 from gpt2.metrics.tail import bucket_perplexity, bucket_summary, frequency_buckets
-from gpt2.records import count, duration, run_record
+from gpt2.formatting import count, duration
+from gpt2.records import run_record
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 

@@ -20,7 +20,7 @@ Design (every choice is a StudyConfig field):
    continuations. References: the teacher, and the arms' architecture before any training ("base").
 5. Knowledge distillation: a student cut from the teacher's layers (DistilGPT2's evenly spaced choice, and
    every other layer as an ablation) trained with the KD loss on the real subset and on the best synthetic set.
-6. report.py's study section: mean +- 95% CI over seeds (Student's t), the frequency-bucket table, the set
+6. The report (study_report.py): mean +- 95% CI over seeds (Student's t), the frequency-bucket table, the set
    statistics, and (with matplotlib) the dose-response plot: test perplexity against alpha.
 
 Results land in `results_dir` (JSON per evaluation, study.md, study.json, plots); runs and sets in `work_dir`.
@@ -40,6 +40,7 @@ import torch
 
 import distill
 import evaluate
+import study_report
 import train
 from gpt2.train_config import TrainConfig
 from data.loader import SplitTokens
@@ -320,9 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         Study(cfg).run()
     except (train.TrainingStopped, distill.DistillError, evaluate.EvalError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    import report  # the tables and the plot, from what the steps wrote
-
-    report.study_report(results)
+    study_report.report(results)  # the tables and the plot, from what the steps wrote
 
 
 if __name__ == "__main__":

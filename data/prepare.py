@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from gpt2 import tokenizer
 from gpt2.cli import config_to_dict, parse_config
-from data.shards import ShardError, shard_name, write_shard
+from data.shards import ShardError, write_data_dir
 from gpt2.atomic import atomic_open
 
 ZIP_URL = "https://wikitext.smerity.com/wikitext-2-raw-v1.zip"
@@ -272,16 +272,7 @@ def read_text(cfg: PrepareConfig) -> tuple[dict[str, list[str]], dict]:
     return {"train": train, "val": val}, source
 
 
-# ---------------------------------------------------------------- output
-
-
-def write_split(out_dir: Path, split: str, tokens: np.ndarray, shard_tokens: int) -> list[dict]:
-    shards = []
-    for index, begin in enumerate(range(0, len(tokens), shard_tokens)):
-        piece = tokens[begin : begin + shard_tokens]
-        write_shard(out_dir / shard_name(split, index), piece)
-        shards.append({"file": shard_name(split, index), "n_tokens": len(piece)})
-    return shards
+# ---------------------------------------------------------------- tokens -> shards and manifest
 
 
 def run(cfg: PrepareConfig, argv: list[str] | None = None) -> dict:
@@ -291,28 +282,17 @@ def run(cfg: PrepareConfig, argv: list[str] | None = None) -> dict:
     except RuntimeError as e:
         raise PrepareError(str(e)) from e
     texts, source = read_text(cfg) if cfg.text else read_wikitext(cfg)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # until the new one is written, the folder is incomplete
-    splits = {}
+    tokens, splits = {}, {}
     for split in SPLITS:
         if split not in texts:
             continue
         text_bytes = "".join(texts[split]).encode("utf-8")
-        tokens = encode_documents(texts[split], cfg.threads, desc=f"tokenize {split}")
+        tokens[split] = encode_documents(texts[split], cfg.threads, desc=f"tokenize {split}")
         splits[split] = {
-            "n_tokens": len(tokens),
             "text_bytes": len(text_bytes),
             "text_sha1": _sha1(text_bytes),  # of the exact text the tokens decode to
-            "shards": write_split(out_dir, split, tokens, cfg.shard_tokens),
         }
-    written = {s["file"] for info in splits.values() for s in info["shards"]}
-    for stale in sorted(out_dir.iterdir()):  # shards of an earlier run would otherwise join a split
-        if re.fullmatch(r"(train|val|test)_\d{6}\.bin", stale.name) and stale.name not in written:
-            print(f"removing {stale} (not part of this run)", file=sys.stderr)
-            stale.unlink()
     manifest = {
-        "format": "llm.c token shards: 256 int32 header (magic 20240520, version 1, token count), uint16 tokens",
         "source": source,
         "offline": cfg.offline,
         "tokenizer": {
@@ -328,9 +308,7 @@ def run(cfg: PrepareConfig, argv: list[str] | None = None) -> dict:
         "command": shlex.join(["python", "-m", "data.prepare", *(sys.argv[1:] if argv is None else argv)]),
         "config": config_to_dict(cfg),
     }
-    with atomic_open(out_dir / "manifest.json") as f:
-        f.write((json.dumps(manifest, indent=2) + "\n").encode())
-    return manifest
+    return write_data_dir(cfg.out_dir, tokens, manifest, cfg.shard_tokens)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,13 +5,17 @@ A shard is one file:
     tokens  token count x uint16, little-endian (GPT-2 ids fit: 50,257 < 65,536)
 
 Shards of a split are named `{split}_{index:06d}.bin` and sit in one data directory beside a
-`manifest.json` (written by `python -m data.prepare`). Every check here raises `ShardError` with a
-sentence naming the file, what is wrong with it and the command that rebuilds it.
+`manifest.json`. `write_data_dir` writes such a folder (for `python -m data.prepare`, distill.py and
+`python -m data.subset` alike) and `read_manifest` reads its manifest back. Every check here raises
+`ShardError` with a sentence naming the file, what is wrong with it and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +29,8 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4  # 1024
 TOKEN_DTYPE = np.dtype("<u2")
 GPT2_VOCAB_SIZE = 50257
+FORMAT = "llm.c token shards: 256 int32 header (magic 20240520, version 1, token count), uint16 tokens"
+SHARD_NAME = re.compile(r"(train|val|test)_\d{6}\.bin")  # what shard_name writes, for every split
 
 
 class ShardError(ValueError):
@@ -110,3 +116,44 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
     with atomic_open(path) as f:
         f.write(header.tobytes())
         f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
+
+
+def write_data_dir(out_dir: str | os.PathLike, tokens: dict[str, np.ndarray], manifest: dict, shard_tokens: int) -> dict:
+    """Write a data folder: each split's `tokens` as shards of at most `shard_tokens`, then manifest.json.
+
+    `manifest` is what the caller records about the data; its "splits" maps every split of `tokens` to
+    that split's record, which gets "n_tokens" first and the list of its shards last. Returns the
+    manifest as written ("format" first).
+
+    The old manifest is removed first and the new one written last, so a folder whose writing was
+    interrupted has no manifest; shards of an earlier run that this one does not overwrite (an earlier,
+    larger run's train_000003.bin, or a split this run has not) are deleted, or they would join a split."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    splits = {}
+    for split, split_tokens in tokens.items():
+        shards = []
+        for index, begin in enumerate(range(0, len(split_tokens), shard_tokens)):
+            piece = split_tokens[begin : begin + shard_tokens]
+            write_shard(out_dir / shard_name(split, index), piece)
+            shards.append({"file": shard_name(split, index), "n_tokens": len(piece)})
+        splits[split] = {"n_tokens": len(split_tokens), **manifest["splits"][split], "shards": shards}
+    written = {s["file"] for info in splits.values() for s in info["shards"]}
+    for stale in sorted(out_dir.iterdir()):
+        if SHARD_NAME.fullmatch(stale.name) and stale.name not in written:
+            print(f"removing {stale} (not part of this run)", file=sys.stderr)
+            stale.unlink()
+    manifest = {"format": FORMAT, **manifest, "splits": splits}  # "splits" keeps its place among the keys
+    with atomic_open(out_dir / "manifest.json") as f:
+        f.write((json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict:
+    """The manifest.json of a folder of shards, or a FileNotFoundError that says how to make one."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {data_dir} is not a finished data folder "
+                                "(write one with `python distill.py`, `python -m data.subset` or `python -m data.prepare`)")
+    return json.loads(path.read_text())

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from data.loader import SplitTokens
-from data.sequences import read_manifest, text_stats, write_sequences
-from data.shards import ShardError
+from data.sequences import write_sequences
+from data.shards import ShardError, read_manifest
 from gpt2.cli import config_to_dict, parse_config
+from gpt2.metrics.diversity import text_stats
 
 
 @dataclass
@@ -92,7 +93,7 @@ def make_subset(cfg: SubsetConfig, argv: list[str] | None = None) -> dict:
         "offline": source.get("offline"),
         "counts": {"requested_tokens": n_tokens, "tokens": sum(len(c) + 1 for c in chunks), "sequences": len(chunks),
                    "separator_tokens": len(chunks), "chunk_tokens": chunk, "text_tokens": sum(len(c) for c in chunks)},
-        "quality": {**text_stats(chunks), "measured_on": "all tokens of the chunks (data/sequences.py)"},
+        "quality": {**text_stats(chunks), "measured_on": "all tokens of the chunks (gpt2/metrics/diversity.py)"},
         "chunk_offsets": starts,
         "config": config_to_dict(cfg),
     }

@@ -1,4 +1,5 @@
-"""What train.py leaves in a run directory, read back for evaluate.py and report.py; and how figures print.
+"""What the scripts leave behind, read back for evaluate.py, report.py and study_report.py: a train.py
+run directory, and any JSON result file (`read_json`).
 
     run.json    the resolved config, derived settings (device, accumulation, ...), versions
     log.jsonl   one JSON record per optimizer step ("train") and per evaluation ("eval")
@@ -9,6 +10,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file the scripts wrote, or None with a warning when it cannot be read (a report skips it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"warning: skipping {path}: {e}", file=sys.stderr)
+        return None
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
@@ -47,23 +57,3 @@ def run_record(source: str | Path) -> dict | None:
                           train_seconds=entry.get("elapsed_s"))
     return record
 
-
-def count(n: float | None) -> str:
-    """1234567 -> '1.23M'; None -> '—'."""
-    if n is None:
-        return "—"
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def duration(s: float | None) -> str:
-    """Seconds as '42 s', '3.5 min' or '2.10 h'; None -> '—'."""
-    if s is None:
-        return "—"
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
-
-
-def fixed(x: float | None, digits: int) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"

@@ -14,9 +14,10 @@ import torch
 
 from data import prepare
 from data.loader import SplitTokens, TrainBatches
+from data.shards import (HEADER_BYTES, MAGIC, VERSION, ShardError, open_shard, read_header, read_manifest, write_data_dir,
+                         write_shard)
 from gpt2.losses import IGNORE_INDEX
 from gpt2.metrics.windows import EvalBatches, eval_windows
-from data.shards import HEADER_BYTES, MAGIC, VERSION, ShardError, open_shard, read_header, write_shard
 
 # ---------------------------------------------------------------- shard format
 
@@ -99,6 +100,24 @@ def test_leftover_temp_file_of_a_killed_run_is_not_a_shard(tmp_path):
     write_shard(tmp_path / "train_000000.bin", np.arange(10, dtype=np.uint16))
     (tmp_path / ".train_000001.bin.abc123.tmp").write_bytes(b"partial")
     assert SplitTokens(tmp_path, "train").shards == [tmp_path / "train_000000.bin"]
+
+
+def test_data_dir_lists_what_it_wrote_and_deletes_stale_shards(tmp_path, capsys):
+    tokens = np.arange(250, dtype=np.uint16)
+    write_data_dir(tmp_path, {"train": tokens, "val": tokens[:10]}, {"splits": {"train": {}, "val": {}}}, shard_tokens=100)
+    (tmp_path / "samples.txt").write_text("not a shard")
+    record = {"kind": "test", "splits": {"train": {"n_sequences": 3}}, "command": "x"}
+    manifest = write_data_dir(tmp_path, {"train": tokens[:150]}, record, shard_tokens=100)
+    # the earlier, larger run's train_000002.bin and its val split are gone; other files stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "samples.txt", "train_000000.bin", "train_000001.bin"]
+    assert "removing" in capsys.readouterr().err
+    assert list(manifest) == ["format", "kind", "splits", "command"]  # the caller's order, the format first
+    assert manifest["splits"] == {"train": {"n_tokens": 150, "n_sequences": 3, "shards": [
+        {"file": "train_000000.bin", "n_tokens": 100}, {"file": "train_000001.bin", "n_tokens": 50}]}}
+    assert read_manifest(tmp_path) == manifest and record["splits"]["train"] == {"n_sequences": 3}  # not changed
+    assert np.array_equal(SplitTokens(tmp_path, "train")[:], tokens[:150])
+    with pytest.raises(FileNotFoundError, match="python -m data.prepare"):
+        read_manifest(tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------- SplitTokens

@@ -16,12 +16,12 @@ import torch
 import distill
 from data.loader import SplitTokens
 from data.shards import open_shard, write_shard
-from data.sequences import repeated_fraction, top_token_share
 from distill import DistillConfig, DistillError, drop_reason
 from gpt2 import tokenizer
 from gpt2.checkpoint import save_checkpoint
 from gpt2.cli import build_parser, field_comments, parse_config
 from gpt2.config import GPTConfig
+from gpt2.metrics.diversity import repeated_fraction, top_token_share
 from gpt2.model import GPT
 
 VOCAB = 256  # ids < 256 are GPT-2's byte tokens: they decode, and a tiny head keeps every step cheap

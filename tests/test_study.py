@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import report
 import study
+import study_report
 from data.loader import SplitTokens
 from data.shards import write_shard
 from gpt2.checkpoint import load_model
@@ -56,7 +56,7 @@ def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread):
     ordinary = json.loads((results / "sets" / "alpha=1-s0.json").read_text())
     assert inverted["teacher_nll"] > ordinary["teacher_nll"]  # the inverted set is less likely under the teacher
 
-    text = report.study_report(results)
+    text = study_report.report(results)
     main_table = text.split("### ")[0]
     rows = {line.split("|")[1].strip(): line for line in main_table.splitlines() if line.startswith("| ")}
     for arm in ("alpha=1", "alpha=-1", "subset", "kd-distilgpt2-subset", "teacher", "teacher-as-trained", "bigram (counts of the train split)"):

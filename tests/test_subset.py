@@ -1,6 +1,5 @@
 """python -m data.subset: exactly the requested tokens, in distinct chunks of the real train split,
-deterministic for a seed, matched to a distilled set with --like; and the text statistics of
-data/sequences.py against a plain-Python count."""
+deterministic for a seed, matched to a distilled set with --like."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import pytest
 
 from data import subset
 from data.loader import SplitTokens
-from data.sequences import distinct_n, repeated_fraction, text_stats, top_token_share, write_sequences
+from data.sequences import write_sequences
 from data.shards import write_shard
 from data.subset import SubsetConfig, SubsetError, make_subset
 from gpt2 import tokenizer
@@ -85,17 +84,3 @@ def test_too_big_a_subset_says_so(data_dir, tmp_path):
     with pytest.raises(SystemExit):
         parse_config(SubsetConfig, ["--n_tokens", "10", "--like", "x"])  # exactly one of the two
 
-
-def test_text_statistics_match_a_plain_count():
-    rng = np.random.default_rng(0)
-    seqs = [rng.integers(0, 6, size=n) for n in (1, 2, 5, 30, 50)]  # a small alphabet: many repeats
-    for n in (1, 2, 3):
-        grams = [tuple(s[i : i + n]) for s in seqs for i in range(len(s) - n + 1)]
-        assert distinct_n(seqs, n) == pytest.approx(len(set(grams)) / len(grams))
-    big = np.array([50256, 50255, 50256, 50255, 50256])  # the largest ids must not collide when coded
-    assert distinct_n([big], 4) == 1.0 and repeated_fraction(big) == 0.0
-    for s in seqs:
-        grams = [tuple(s[i : i + 4]) for i in range(len(s) - 3)]
-        assert repeated_fraction(s) == pytest.approx(1 - len(set(grams)) / len(grams) if grams else 0.0)
-        assert top_token_share(s) == max(list(s).count(t) for t in set(s)) / len(s)
-    assert text_stats([])["distinct_1"] is None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.sequences import text_stats
+from gpt2.metrics.diversity import text_stats
 from gpt2.tokenizer import EOT_ID
 
 BUCKETS = ("head", "mid", "tail", "unseen")  # bucket i is named BUCKETS[i] in the (V,) bucket arrays
@@ -98,7 +98,7 @@ def set_statistics(sequences: list[np.ndarray] | np.ndarray, train_counts: np.nd
 
     sequences: the set's sequences, or its flat token stream as `data.sequences` writes it (split at
     <|endoftext|> by `split_at_eot`; the separators are not counted).
-    Returns distinct-1/2/3 and the repeated 4-gram fraction (`data.sequences.text_stats`), the unigram
+    Returns distinct-1/2/3 and the repeated 4-gram fraction (`gpt2.metrics.diversity.text_stats`), the unigram
     entropy of the set in bits, how many of the train split's types it contains, and per bucket:
     types_in_set (the bucket's types that occur in the set), share_of_bucket_types (of the bucket's
     types), token_share (the share of the set's tokens that are of the bucket's types)."""
