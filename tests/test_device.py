@@ -17,6 +17,22 @@ def test_auto_falls_back_to_cpu_without_cuda():
     assert resolve_device_and_dtype("auto", "auto", local_rank=3) == (torch.device("cpu"), torch.float32)
 
 
+@pytest.mark.parametrize("computes_in_bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_bf16_only_on_gpus_that_compute_in_it(monkeypatch, computes_in_bf16, expected):
+    """A V100 or T4 can hold bf16 tensors (is_bf16_supported() is True there by default) but emulates the
+    arithmetic: the rule asks for native bf16 only, and those GPUs take fp16 with loss scaling."""
+    calls = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        calls.append(including_emulation)
+        return computes_in_bf16 or including_emulation  # an emulating GPU: True unless emulation is ruled out
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert resolve_device_and_dtype("auto", "auto", local_rank=1) == (torch.device("cuda", 1), expected)
+    assert calls == [False]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bare_cuda_means_this_ranks_gpu_in_reduced_precision():
