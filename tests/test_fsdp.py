@@ -5,8 +5,9 @@ the files a single process writes, and export to a folder transformers loads wit
 
 Two torchrun launches serve every test here (starting processes is most of the cost): the first runs
 --fsdp, --fsdp --activation_checkpointing, --fsdp --teacher, --fsdp --dtype bf16, and a run that is killed
-(SIGKILL) when it draws its first micro-batch of step 3; the second resumes that run. The references run in this process:
-world 1 with 2 micro-batches reads the same micro-batch slots as world 2 with 1 (tests/test_ddp.py)."""
+(SIGKILL) when it draws its first micro-batch of step 3; the second resumes that run. The references run
+in this process: world 1 with 2 micro-batches reads the same micro-batch slots as world 2 with 1
+(tests/test_ddp.py)."""
 
 from __future__ import annotations
 
