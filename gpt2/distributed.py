@@ -3,7 +3,7 @@ gathered state dicts that make a sharded run's checkpoints the same files as a s
 
     torchrun_processes(device, dtype)  this process's rank, world and device; the process group under torchrun
     checkpoint_blocks(model)           recompute each block's activations in the backward pass
-    shard(model, amp_dtype)            FSDP2: every block its own group, then the root
+    shard(model, amp_dtype)            FSDP2: every block two groups (LayerNorms, matrices), then the root
     gathered(state, keep_on)           a state dict with every shard gathered whole, on rank 0 only
     gathered_optimizer_state(opt, ..)  the same for AdamW's state, in the single-process layout
     load_optimizer_state(opt, state)   a single-process optimizer state dict into a sharded optimizer
@@ -86,15 +86,28 @@ def checkpoint_blocks(model: GPT) -> None:
 
 
 def shard(model: GPT, amp_dtype: torch.dtype) -> None:
-    """FSDP2, in place: each block is one group (gathered for its forward and for its backward, freed in
-    between), the root holds the rest (embeddings with the tied head, final LayerNorm). Afterwards the
-    model's parameters are DTensors, each holding 1/world of its rows on this process.
+    """FSDP2, in place: each block is two groups, its two LayerNorms and the rest, each gathered for its
+    forward and for its backward and freed in between; the root holds what is left (embeddings with the
+    tied head, final LayerNorm). Afterwards the model's parameters are DTensors, each holding 1/world of
+    its rows on this process. The root keeps its parameters gathered from its forward to the end of its
+    backward (reshard_after_forward=False): it would gather them again at once for the backward, and the
+    distillation loss reads the whole head after the forward (gpt2/training.py's kd_lm_loss).
 
-    bf16 autocast: weights are gathered in bf16 (half the traffic and memory of float32) and gradients
-    reduced in float32 into the float32 shards, which AdamW updates: FSDP's mixed-precision policy. The root
-    keeps its parameters gathered from its forward to the end of its backward (reshard_after_forward=False):
-    it would gather them again at once for the backward, and the distillation loss reads the whole head
-    after the forward (gpt2/training.py's kd_lm_loss)."""
+    bf16: the step runs under autocast here too, and FSDP's policy is set so that the sharded model
+    computes what autocast computes in one process or under DDP. Autocast keeps the weights and the
+    residual stream in float32, and rounds a weight to bf16 only where a matrix multiply reads it;
+    embeddings, LayerNorms and the loss see float32. So the blocks' matrices (and their biases) are
+    gathered in bf16, the rounding autocast would do, at half the traffic and memory, and their gradients
+    are reduced in float32 into the float32 shards that AdamW updates; the LayerNorms and the root are
+    gathered in float32; and a block's input is not cast (cast_forward_inputs=False), so the residual
+    stream stays float32 (x + a bf16 branch is float32). In one process this is autocast bit for bit
+    (tests/test_fsdp_bf16.py); over several, only the order of the gradient sums differs.
+    FSDP's usual policy, bf16 for every group, would carry the residual stream in bf16 instead, from
+    bf16 embeddings on: every block's sum rounded to 8 bits, which no DDP run does. The price of
+    agreeing: the root is gathered in float32, 2 more bytes per root parameter (79 MB for gpt2, 164 MB
+    for gpt2-xl, held from forward to backward) and twice its bf16 traffic once a step; the LayerNorms'
+    own group is one more small gather per block (in float32 too: only so does CPU's layer_norm accept
+    a float32 input)."""
     if not dist.is_initialized():
         raise ValueError("--fsdp shards the model over the processes torchrun starts: run "
                          "`torchrun --standalone --nproc_per_node N train.py --fsdp ...` with N GPUs "
@@ -103,11 +116,13 @@ def shard(model: GPT, amp_dtype: torch.dtype) -> None:
         raise ValueError("--fsdp trains in bf16 or fp32, and this GPU has no bf16: fp16 needs a loss scale that "
                          "agrees across shards, which train.py does not have. Pass --dtype fp32, or train with DDP "
                          "(leave out --fsdp)")
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if amp_dtype == torch.bfloat16 else MixedPrecisionPolicy()
+    float32 = MixedPrecisionPolicy()  # gathered and reduced in the parameters' own dtype
+    matrices = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False) \
+        if amp_dtype == torch.bfloat16 else float32
     for block in model.transformer.h:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(model, mp_policy=policy, reshard_after_forward=False)
+        fully_shard([block.ln_1, block.ln_2], mp_policy=float32)
+        fully_shard(block, mp_policy=matrices)
+    fully_shard(model, mp_policy=float32, reshard_after_forward=False)
 
 
 @torch.no_grad()

@@ -56,3 +56,42 @@ def one_thread():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# TF32: gpt2.device.configure turns it on for CUDA (every script's device setup), for the whole process.
+# A test that set it up would leave float32 matrix multiplies with a 10-bit mantissa for every later test,
+# and a CUDA test comparing float32 logits at 1e-4 would fail for a reason that is not its own. So every
+# test starts from, and leaves, the precision the session started with. torch keeps it in two APIs that
+# refuse to be read once they disagree: the old switches (allow_tf32, set_float32_matmul_precision) and a
+# precision per backend and operation; both are saved, and the old ones restored first.
+FP32_PRECISION_KEYS = [("generic", "all"), ("cuda", "all"), ("cuda", "matmul"), ("cuda", "conv"), ("cuda", "rnn"),
+                       ("mkldnn", "all"), ("mkldnn", "matmul"), ("mkldnn", "conv"), ("mkldnn", "rnn")]  # general first
+
+
+def fp32_precision() -> tuple:
+    """Everything that decides how float32 matrix multiplies and convolutions round (CUDA and CPU)."""
+    return (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32,
+            tuple(torch._C._get_fp32_precision_getter(*key) for key in FP32_PRECISION_KEYS))
+
+
+def set_fp32_precision(state: tuple) -> None:
+    matmul, cudnn, per_op = state
+    torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = cudnn
+    for key, value in zip(FP32_PRECISION_KEYS, per_op):
+        torch._C._set_fp32_precision_setter(*key, value)
+
+
+@pytest.fixture(scope="session")
+def _session_fp32_precision():
+    """The precision the session started with; checked again when it ends (a module fixture's leak)."""
+    state = fp32_precision()
+    yield state
+    assert fp32_precision() == state, "a fixture left float32 matrix multiplies in another precision (TF32?)"
+
+
+@pytest.fixture(autouse=True)
+def _fp32_precision(_session_fp32_precision):
+    set_fp32_precision(_session_fp32_precision)  # also undoes what a module-scoped fixture set up
+    yield
+    set_fp32_precision(_session_fp32_precision)

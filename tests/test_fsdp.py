@@ -4,9 +4,10 @@ and with distillation; a run killed mid-step resumes to the same losses bit for 
 the files a single process writes, and export to a folder transformers loads with the same logits.
 
 Two torchrun launches serve every test here (starting processes is most of the cost): the first runs
---fsdp, --fsdp --activation_checkpointing, --fsdp --teacher, and a run that is killed (SIGKILL) when it
-draws its first micro-batch of step 3; the second resumes that run. The references run in this process:
-world 1 with 2 micro-batches reads the same micro-batch slots as world 2 with 1 (tests/test_ddp.py)."""
+--fsdp, --fsdp --activation_checkpointing, --fsdp --teacher, --fsdp --dtype bf16, and a run that is killed
+(SIGKILL) when it draws its first micro-batch of step 3; the second resumes that run. The references run
+in this process: world 1 with 2 micro-batches reads the same micro-batch slots as world 2 with 1
+(tests/test_ddp.py)."""
 
 from __future__ import annotations
 
@@ -75,22 +76,24 @@ def torchrun(tmp: Path, name: str, runs: list[dict]) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """name -> run directory: one / one_ac / one_kd in this process; fsdp / fsdp_ac / fsdp_kd / resumed in two."""
+    """name -> run directory: one / one_ac / one_kd / one_bf16 in this process; fsdp / fsdp_ac / fsdp_kd /
+    fsdp_bf16 / resumed in two."""
     tmp = tmp_path_factory.mktemp("fsdp")
     cfg = {name: tiny(tmp, out_dir=str(tmp / name), **SETTINGS, **extra) for name, extra in [
         ("one", {}), ("one_ac", dict(activation_checkpointing=True)), ("one_kd", dict(teacher=str(tmp / "one"))),
         ("fsdp", dict(fsdp=True)), ("fsdp_ac", dict(fsdp=True, activation_checkpointing=True)),
-        ("fsdp_kd", dict(fsdp=True, teacher=str(tmp / "one"))), ("killed", dict(fsdp=True))]}
+        ("fsdp_kd", dict(fsdp=True, teacher=str(tmp / "one"))), ("killed", dict(fsdp=True)),
+        ("one_bf16", dict(dtype="bf16")), ("fsdp_bf16", dict(fsdp=True, dtype="bf16"))]}
     with pytest.MonkeyPatch.context() as mp:  # what the autouse fixture does, for this module-wide fixture
         mp.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for name in ("one", "one_ac", "one_kd"):  # one is the distillation runs' teacher
+            for name in ("one", "one_ac", "one_kd", "one_bf16"):  # one is the distillation runs' teacher
                 train.train(cfg[name])
         finally:
             torch.set_num_threads(threads)
-    first = torchrun(tmp, "first", [{"argv": as_flags(cfg[n])} for n in ("fsdp", "fsdp_ac", "fsdp_kd")]
+    first = torchrun(tmp, "first", [{"argv": as_flags(cfg[n])} for n in ("fsdp", "fsdp_ac", "fsdp_kd", "fsdp_bf16")]
                      + [{"argv": as_flags(cfg["killed"]), "kill_at_batch": KILLED_AT_BATCH}])
     assert first.returncode != 0 and "SIGKILL" in first.stderr, first.stderr[-3000:]  # the last run was killed
     assert load_checkpoint(tmp / "killed" / "latest.pt")["step"] == 2 and records(tmp / "killed", "train")[-1]["step"] == 2
@@ -99,8 +102,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: Path(c.out_dir) for name, c in cfg.items()}
 
 
-def assert_same_run(a: Path, b: Path, atol: float) -> None:
-    """Per-step losses, gradient norms and validation losses, and the final weights, within atol."""
+def assert_same_run(a: Path, b: Path, atol: float, weights_atol: float | None = None) -> None:
+    """Per-step losses, gradient norms and validation losses within atol, the final weights within
+    weights_atol (atol unless given)."""
     for kind, key in (("train", "loss"), ("train", "grad_norm"), ("eval", "val_loss")):
         x, y = ([r[key] for r in records(d, kind)] for d in (a, b))
         assert len(x) == len(y) > 0
@@ -108,7 +112,7 @@ def assert_same_run(a: Path, b: Path, atol: float) -> None:
     w1, w2 = (load_checkpoint(d / "latest.pt")["model"] for d in (a, b))
     assert w1.keys() == w2.keys()
     for name in w1:
-        torch.testing.assert_close(w1[name], w2[name], rtol=0, atol=atol, msg=name)
+        torch.testing.assert_close(w1[name], w2[name], rtol=0, atol=weights_atol or atol, msg=name)
 
 
 @gloo
@@ -131,6 +135,25 @@ def test_activation_checkpointing_changes_nothing(runs):
 def test_distillation_under_fsdp_trains_what_one_process_trains(runs):
     assert_same_run(runs["one_kd"], runs["fsdp_kd"], atol=1e-5)
     assert records(runs["one_kd"], "train")[-1]["loss"] != records(runs["one"], "train")[-1]["loss"]  # KD took part
+
+
+@gloo
+def test_fsdp_in_bf16_trains_what_one_process_trains(runs):
+    """Under bf16 autocast as well (gpt2/distributed.py's shard: the weights rounded to bf16 as autocast
+    rounds them, a float32 residual stream). In one process the two are the same bit for bit
+    (tests/test_fsdp_bf16.py). Here only the sum of the two micro-batches' gradients is taken another way
+    (reduce-scatter, not .grad accumulation): the first step agrees to float32 rounding, and AdamW, which
+    divides by the root of the gradients' squares, carries those last bits of its near-zero gradients
+    into whole differences of its steps. The tolerances (measured: losses and gradient norms 6e-5,
+    weights 7.5e-4) are 1e-6 for the first step, 2e-4 for the run and lr (3e-3, an AdamW step at most)
+    for the weights; FSDP's usual all-bf16 policy, its residual stream in bf16, misses every one
+    (7e-5 and 1.2e-3 at the first step, 1.2e-3 over the run, 7.8e-3 for the weights)."""
+    one, fsdp = (records(runs[n], "train")[0] for n in ("one_bf16", "fsdp_bf16"))
+    assert abs(one["loss"] - fsdp["loss"]) <= 1e-6 and abs(one["grad_norm"] - fsdp["grad_norm"]) <= 1e-6
+    assert_same_run(runs["one_bf16"], runs["fsdp_bf16"], atol=2e-4, weights_atol=3e-3)
+    assert records(runs["one"], "train")[0]["loss"] != one["loss"]  # bf16 took part
+    fp32, bf16 = (records(runs[n], "train")[0]["loss"] for n in ("one", "one_bf16"))
+    assert fp32 != bf16  # bf16 took part
 
 
 @gloo
