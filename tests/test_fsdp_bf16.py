@@ -10,6 +10,7 @@ import torch
 
 from gpt2.config import GPTConfig
 from gpt2.distributed import checkpoint_blocks, shard
+from gpt2.losses import linear_cross_entropy
 from gpt2.model import GPT
 
 CONFIG = GPTConfig(vocab_size=64, n_positions=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
@@ -30,7 +31,8 @@ def step(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     for block in model.transformer.h:  # registered after FSDP's hooks: sees what the block itself sees
         block.register_forward_hook(lambda module, args, out: dtypes.add((args[0].dtype, out.dtype)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, loss = model(idx, targets)
+        hidden = model(idx, return_hidden=True)  # the loss as the training step takes it
+        loss = linear_cross_entropy(hidden, model.lm_head.weight, targets)
     loss.backward()
     grads = {name: p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
              for name, p in model.named_parameters()}
