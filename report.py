@@ -19,13 +19,11 @@ The study's report (study.py's sweep over seeds) is study_report.py.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2.atomic import atomic_open
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import run_config
 from gpt2.formatting import count, duration, fixed
 from gpt2.records import read_json, read_log
 
@@ -167,12 +165,7 @@ def report(cfg: ReportConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    cfg = parse_config(ReportConfig, argv)
-    print(json.dumps(config_to_dict(cfg)))
-    try:
-        text = report(cfg)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+    cfg, text = run_config(ReportConfig, argv, report)
     print(text)
     print(f"written to {cfg.out}")
     return text

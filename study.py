@@ -28,7 +28,6 @@ Results land in `results_dir` (JSON per evaluation, study.md, study.json, plots)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -36,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import distill
 import evaluate

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2.atomic import atomic_open
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import run_config
 from gpt2.formatting import fixed
 from gpt2.metrics import tail
 from gpt2.metrics.stats import format_ci, mean_ci
@@ -203,12 +202,7 @@ def report(results_dir: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    cfg = parse_config(StudyReportConfig, argv)
-    print(json.dumps(config_to_dict(cfg)))
-    try:
-        text = report(cfg.results_dir)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+    cfg, text = run_config(StudyReportConfig, argv, lambda cfg: report(cfg.results_dir))
     print(text)
     print(f"written to {Path(cfg.results_dir) / 'study.md'} and study.json")
     return text

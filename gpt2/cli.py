@@ -176,3 +176,15 @@ def require_positive(config, *names: str) -> None:
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name} must be positive, got {value}")
+
+
+def run_config(cls: type, argv: list[str] | None, run, errors: tuple[type[Exception], ...] = (FileNotFoundError,)):
+    """A script's main: its command line parsed into `cls`, the resolved config printed as JSON, then
+    `run(cfg)`; an exception of `errors` (a user's mistake, such as a missing file) ends the program with
+    its message rather than a traceback. Returns (cfg, what run returned)."""
+    cfg = parse_config(cls, argv)
+    print(json.dumps(config_to_dict(cfg)))
+    try:
+        return cfg, run(cfg)
+    except errors as e:
+        sys.exit(f"error: {e}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 
 from gpt2.model import GPT
 from gpt2.weights import model_holding
