@@ -143,7 +143,7 @@ bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, genera
 		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
 
 memory-plan: install  ## per-GPU memory of gpt2 .. gpt2-xl under DDP / FSDP, with and without activation checkpointing
-	$(PY) benchmarks/memory_plan.py
+	$(PY) -m benchmarks.memory_plan
 
 bench-parts: install  ## weight loading, data preparation and metrics against their references
 	$(PY) benchmarks/load_weights.py

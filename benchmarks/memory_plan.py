@@ -1,9 +1,9 @@
 """Per-GPU memory of train.py's step, term by term: gpt2 / medium / large / xl under DDP and FSDP on 1, 2, 4
 and 8 GPUs, with and without activation checkpointing, and which setting fits 24, 40 and 80 GB.
 
-    python benchmarks/memory_plan.py                                  # B = 4, T = 1024: tables and JSON
-    python benchmarks/memory_plan.py --micro_batch_size 8 --seq_len 512
-    python benchmarks/memory_plan.py --validate                       # the formulas against this CPU
+    python -m benchmarks.memory_plan                                  # B = 4, T = 1024: tables and JSON
+    python -m benchmarks.memory_plan --micro_batch_size 8 --seq_len 512
+    python -m benchmarks.memory_plan --validate                       # the formulas against this CPU
 
 The step is train.py's on a GPU: bf16 autocast, float32 weights, fused AdamW, dropout, flash attention,
 the chunked loss of gpt2/losses.py. N parameters, R processes (FSDP), C width, V vocabulary, L blocks:
@@ -42,7 +42,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -51,20 +50,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: train.py lives in the repository root
-
-from gpt2 import training  # noqa: E402
-from data.shards import shard_name, write_shard  # noqa: E402
-from gpt2.cli import config_to_dict, parse_config  # noqa: E402
-from gpt2.config import GPTConfig  # noqa: E402
-from gpt2.losses import CHUNK_SIZE  # noqa: E402
-from gpt2.model import GPT  # noqa: E402
-from gpt2.train_config import TrainConfig  # noqa: E402
+from benchmarks.harness import json_from_subprocess
+from gpt2 import training
+from data.shards import shard_name, write_shard
+from gpt2.cli import config_to_dict, parse_config
+from gpt2.config import GPTConfig
+from gpt2.losses import CHUNK_SIZE
+from gpt2.model import GPT
+from gpt2.train_config import TrainConfig
 
 MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPU_COUNTS = (1, 2, 4, 8)
 GPU_GIB = (24, 40, 80)
 GIB = 2**30
+REPO = Path(__file__).resolve().parents[1]  # the measuring children run `python -m benchmarks.memory_plan` here
 
 # What autograd keeps, per block and token, from the forward pass until the backward: (what, how many
 # times C values, kind). "residual": the residual stream, float32 under autocast (the embeddings are
@@ -325,10 +324,8 @@ def measure(spec: dict) -> dict:
            "MALLOC_MMAP_THRESHOLD_": "65536", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     launch = [sys.executable] if spec["processes"] == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(spec["processes"])]
-    out = subprocess.run([*launch, __file__], env=env, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"the measurement {spec} failed:\n{out.stderr[-3000:]}")
-    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+    return json_from_subprocess([*launch, "-m", "benchmarks.memory_plan"], f"the measurement {spec}", env=env,
+                                cwd=REPO, timeout=600)
 
 
 def validate() -> tuple[list[str], list[dict], bool]:
