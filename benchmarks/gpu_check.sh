@@ -139,12 +139,12 @@ part2() {
     [ -z "${SHARDS:-}" ] && rm -rf "$shards"
 }
 
+start=$SECONDS  # the part's budget counts from here: nvidia-smi and the version check are in it
 echo "=== gpu_check $mode, $(date -u '+%Y-%m-%d %H:%M') UTC, git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$log"
 if [ "$device" = cuda ]; then
     nvidia-smi -L
     "$PY" -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'
 fi
-start=$SECONDS
 case $mode in
 1) part1 ;;
 2) part2 ;;
