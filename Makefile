@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pinned so that a CPU machine gets the CPU build it has on disk; a CUDA machine gets PyPI's CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-fast clean data data-offline bench bench-gpu bench-gpu-hf bench-parts memory-plan
+.PHONY: install test test-fast clean data data-offline bench bench-gpu bench-gpu-hf bench-parts memory-plan gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -146,8 +146,15 @@ bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, genera
 	$(PY) bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
 		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
 
+# benchmarks/gpu_check.sh's steps, the same commands at a tiny shape on this CPU (~2 min on 2 cores); exits 1 if one
+# fails. tests/test_gpu_check.py runs it in `make test`, so CI runs it on every commit.
+GPU_CHECK_OUT ?= out/gpu-check-dry
+gpu-check-dry: install  ## every step of the GPU session (benchmarks/gpu_check.sh dry) at a tiny shape on the CPU
+	rm -rf $(GPU_CHECK_OUT)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh dry $(GPU_CHECK_OUT)
+
 memory-plan: install  ## per-GPU memory of gpt2 .. gpt2-xl under DDP / FSDP, with and without activation checkpointing
-	$(PY) benchmarks/memory_plan.py
+	$(PY) -m benchmarks.memory_plan
 
 bench-parts: install  ## weight loading, data preparation and metrics against their references
 	$(PY) benchmarks/load_weights.py

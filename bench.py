@@ -40,14 +40,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
 
 from gpt2 import training
 from benchmarks.harness import hf_twin, measure
-from benchmarks.report import machine_info, print_and_save
+from benchmarks.report import ReportWriter, machine_info
 from data.loader import SplitTokens, TrainBatches, micro_batch_streams
 from data.shards import shard_name, write_shard
 from gpt2.cli import config_to_dict, parse_config, require_positive
@@ -98,8 +98,9 @@ class BenchConfig:
     warmup: int = 2  # untimed runs before the timed ones
     repeats: int = 5  # timed runs of everything; the median is reported
     compare_hf: bool = False  # time transformers' GPT2LMHeadModel (same shape, weights, dtype; SDPA attention) too
-    json_out: str = "bench.json"  # every figure, the machine and the resolved config, as JSON
-    append_md: str | None = None  # also append the tables to this markdown file, under a dated machine heading
+    json_out: str = "bench.json"  # every figure, the machine and the resolved config, as JSON (rewritten after every row)
+    append_md: str | None = None  # also append the tables to this markdown file, under a dated machine heading (each
+                                  # row as it is measured)
     seed: int = 0  # seeds the weights and the random tokens
 
     def __post_init__(self) -> None:
@@ -171,7 +172,7 @@ def add_ratios(row: dict, columns: dict[str, str], mine: str = "ours ", theirs: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Sections: each returns its table, a list of rows (dicts whose keys are the columns)
+# Sections: each yields its table's rows (dicts whose keys are the columns) as it measures them
 
 
 def hf_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -209,8 +210,8 @@ def random_shards(b: Bench, tmp: str) -> str:
     return tmp
 
 
-def section_train(b: Bench) -> list[dict]:
-    cfg, T, rows = b.cfg, b.cfg.seq_len, []
+def section_train(b: Bench) -> Iterator[dict]:
+    cfg, T = b.cfg, b.cfg.seq_len
     flops = flops_per_token(b.model.config, T)
     peak = cfg.peak_tflops
     if peak is None and b.device.type == "cuda" and b.amp_dtype != torch.float32:  # the table holds bf16 peaks
@@ -224,8 +225,7 @@ def section_train(b: Bench) -> list[dict]:
                     # Fresh copies each time (FSDP shards its copy in place), so the twins stay equal.
                     res = b.measure({name: train_step(b, copy.deepcopy(m), B, compiled, name == "hf", data_dir,
                                                       fsdp=sharding == "fsdp") for name, m in b.impls().items()})
-                    rows.append(train_row(b, res, B, compiled, sharding, flops, peak))
-    return rows
+                    yield train_row(b, res, B, compiled, sharding, flops, peak)
 
 
 def train_row(b: Bench, res: dict, B: int, compiled: bool, sharding: str | None, flops: int, peak: float | None) -> dict:
@@ -257,8 +257,8 @@ def forward(b: Bench, model, x: torch.Tensor, hf: bool = False):
     return make, model
 
 
-def section_forward(b: Bench) -> list[dict]:
-    rows, T = [], b.cfg.seq_len
+def section_forward(b: Bench) -> Iterator[dict]:
+    T = b.cfg.seq_len
     for B in b.cfg.batch_sizes:
         x = b.tokens(B, T)
         res = b.measure({name: forward(b, m, x, hf=name == "hf") for name, m in b.impls().items()})
@@ -268,11 +268,10 @@ def section_forward(b: Bench) -> list[dict]:
             row |= {f"{name} ms": r["median_s"] * 1e3 if ok else r["error"], f"{name} tok/s": B * T / r["median_s"] if ok else None,
                     f"{name} peak MiB": r["peak_mib"] if ok else None}
         add_ratios(row, {"ours/hf tok/s": "tok/s", "ours/hf mem": "peak MiB"})
-        rows.append(row | {"_runs_ms": runs_ms(res)})
-    return rows
+        yield row | {"_runs_ms": runs_ms(res)}
 
 
-def section_eval(b: Bench) -> list[dict]:
+def section_eval(b: Bench) -> Iterator[dict]:
     """evaluate_perplexity over n_batches full batches vs the bare forward of one: any per-token Python
     work in evaluation (batching, the float32 cross-entropy, the sums) shows as a ratio below 1."""
     B, T, n_batches = max(b.cfg.batch_sizes), b.cfg.seq_len, 4
@@ -283,13 +282,14 @@ def section_eval(b: Bench) -> list[dict]:
 
     res = b.measure({"eval": (make_eval, b.model), "forward": forward(b, b.model, b.tokens(B, T))})
     if "median_s" not in res["eval"] or "median_s" not in res["forward"]:
-        return [{"B": B, "T": T, "eval tok/s": "out of memory"}]
+        yield {"B": B, "T": T, "eval tok/s": "out of memory"}
+        return
     eval_tok_s, forward_tok_s = B * T * n_batches / res["eval"]["median_s"], B * T / res["forward"]["median_s"]
-    return [{"B": B, "T": T, "tokens": B * T * n_batches, "eval tok/s": eval_tok_s, "forward tok/s": forward_tok_s,
-             "eval/forward": eval_tok_s / forward_tok_s, "eval peak MiB": res["eval"]["peak_mib"], "_runs_ms": runs_ms(res)}]
+    yield {"B": B, "T": T, "tokens": B * T * n_batches, "eval tok/s": eval_tok_s, "forward tok/s": forward_tok_s,
+           "eval/forward": eval_tok_s / forward_tok_s, "eval peak MiB": res["eval"]["peak_mib"], "_runs_ms": runs_ms(res)}
 
 
-def section_data(b: Bench) -> list[dict]:
+def section_data(b: Bench) -> Iterator[dict]:
     B, T, n_batches = b.cfg.data_batch_size, b.cfg.data_seq_len, 20
     with tempfile.TemporaryDirectory() as tmp:
         gen = np.random.default_rng(b.cfg.seed)
@@ -302,8 +302,8 @@ def section_data(b: Bench) -> list[dict]:
             return lambda: [batches.next() for _ in range(n_batches)]
 
         r = b.measure({"TrainBatches": (make, torch.nn.Module())})["TrainBatches"]
-    return [{"B": B, "T": T, "to": str(b.device), "batches/s": n_batches / r["median_s"],
-             "tok/s": n_batches * B * T / r["median_s"], "peak MiB": r["peak_mib"]}]
+    yield {"B": B, "T": T, "to": str(b.device), "batches/s": n_batches / r["median_s"],
+           "tok/s": n_batches * B * T / r["median_s"], "peak MiB": r["peak_mib"]}
 
 
 def generation_paths(b: Bench, ours: GPT, hf, prompt: torch.Tensor) -> dict:
@@ -319,8 +319,8 @@ def generation_paths(b: Bench, ours: GPT, hf, prompt: torch.Tensor) -> dict:
     return paths
 
 
-def section_generate(b: Bench) -> list[dict]:
-    cfg, rows, n, T0 = b.cfg, [], b.cfg.new_tokens, b.cfg.prompt_len
+def section_generate(b: Bench) -> Iterator[dict]:
+    cfg, n, T0 = b.cfg, b.cfg.new_tokens, b.cfg.prompt_len
     cast = b.amp_dtype != torch.float32  # generation runs on weights stored in the dtype, not under autocast
     ours = (copy.deepcopy(b.model).to(b.amp_dtype) if cast else b.model).eval()
     hf = (copy.deepcopy(b.hf).to(b.amp_dtype) if cast else b.hf).eval() if b.hf is not None else None
@@ -340,7 +340,7 @@ def section_generate(b: Bench) -> list[dict]:
         full = b.measure({p: runs(p, n) for p in paths})  # prefill + n - 1 decode steps
         same = {p: (tokens[p] == tokens["ours"]).float().mean().item() for p in paths if p in tokens and "ours" in tokens}
         first = b.measure({p: runs(p, 1) for p in paths})  # time to the first token: prefill and per-call setup
-        by_path = {}
+        rows, by_path = [], {}  # this batch size's rows, yielded once the ratios between them are in
         for p in paths:
             if "median_s" not in full[p] or "median_s" not in first[p]:
                 rows.append({"B": B, "path": p, "first token ms": "out of memory"})
@@ -359,7 +359,7 @@ def section_generate(b: Bench) -> list[dict]:
             for column, figure in (("ours/hf decode", "decode tok/s"), ("ours/hf end-to-end", "end-to-end tok/s"),
                                    ("ours/hf mem", "peak MiB")):
                 mine[column] = ratio(mine[figure], theirs[figure])
-    return rows
+        yield from rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,12 +408,16 @@ def run_sections(cfg: BenchConfig, p: Processes) -> dict:
         report["notes"].append(hf_note)
     run = {"train": section_train, "generate": section_generate, "eval": section_eval, "data": section_data,
            "forward": section_forward}
+    # Every row reaches json_out and append_md the moment it is measured: a run stopped at a time limit keeps them.
+    writer = ReportWriter(report, cfg.json_out, cfg.append_md) if rank == 0 else ReportWriter(report, None, None)
     for name in cfg.sections:
         start = time.perf_counter()
-        report["sections"][name] = run[name](bench)
+        for row in run[name](bench):
+            writer.add(name, row)
+            say(f"{name}:", {k: v for k, v in row.items() if not k.startswith("_")})
         say(f"[{name}: {time.perf_counter() - start:.0f} s]")
     if rank == 0:
-        print_and_save(report, cfg.json_out, cfg.append_md)
+        writer.finish()
     return report
 
 

@@ -9,6 +9,9 @@ allocated before: on CUDA from torch.cuda.max_memory_allocated (tensors only); o
 process's peak resident set size (VmHWM, reset through /proc/self/clear_refs, Linux >= 4.0; freed
 heap is first handed back with malloc_trim so that one candidate does not inherit another's pages).
 On other systems the CPU figure is left out.
+
+`json_from_subprocess` runs a measurement in a fresh process (memory figures need one each) and reads back
+the JSON line it printed last.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import statistics
+import subprocess
 import time
 
 import torch
@@ -128,3 +133,13 @@ def hf_twin(model: GPT):
     if unexpected or not all(k.endswith(("attn.bias", "attn.masked_bias")) for k in missing):
         raise RuntimeError(f"transformers' GPT-2 does not match ours: missing {missing}, unexpected {unexpected}")
     return hf.to(model.lm_head.weight.device)
+
+
+def json_from_subprocess(command: list[str], what: str, **run_kw) -> dict:
+    """Run `command` (subprocess.run keywords in run_kw: env, cwd, timeout) and return the last line of
+    its stdout that is a JSON object. A failed run raises RuntimeError naming `what`, with stderr's tail."""
+    out = subprocess.run(command, capture_output=True, text=True, check=False, **run_kw)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed in its subprocess (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from gpt2.config import GPTConfig
 from gpt2.kd import make_student
 from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss
 from gpt2.model import GPT
-from harness import measure, peak_memory  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
+from harness import json_from_subprocess, measure, peak_memory  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
 
 VARIANTS = ["ce_full", "ce_chunked", "kd_full", "kd_chunked"]
 TARGETS = {"ce_chunked": 0.75, "kd_chunked": 0.5}  # the issue's ceilings: peak above the models vs the full logits'
@@ -154,11 +153,7 @@ print(json.dumps(loss_memory.measure_memory(sys.argv[1], cfg)))
 
 def memory_in_fresh_process(variant: str, cfg: BenchConfig) -> dict:
     child = CHILD.format(here=str(Path(__file__).resolve().parent))
-    out = subprocess.run([sys.executable, "-c", child, variant, json.dumps(config_to_dict(cfg))],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{variant} failed in its subprocess:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_from_subprocess([sys.executable, "-c", child, variant, json.dumps(config_to_dict(cfg))], variant)
 
 
 def measure_time(cfg: BenchConfig) -> dict:

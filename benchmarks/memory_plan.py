@@ -1,9 +1,9 @@
 """Per-GPU memory of train.py's step, term by term: gpt2 / medium / large / xl under DDP and FSDP on 1, 2, 4
 and 8 GPUs, with and without activation checkpointing, and which setting fits 24, 40 and 80 GB.
 
-    python benchmarks/memory_plan.py                                  # B = 4, T = 1024: tables and JSON
-    python benchmarks/memory_plan.py --micro_batch_size 8 --seq_len 512
-    python benchmarks/memory_plan.py --validate                       # the formulas against this CPU
+    python -m benchmarks.memory_plan                                  # B = 4, T = 1024: tables and JSON
+    python -m benchmarks.memory_plan --micro_batch_size 8 --seq_len 512
+    python -m benchmarks.memory_plan --validate                       # the formulas against this CPU
 
 The step is train.py's on a GPU: bf16 autocast, float32 weights, fused AdamW, dropout, flash attention,
 the chunked loss of gpt2/losses.py. N parameters, R processes (FSDP), C width, V vocabulary, L blocks:
@@ -42,7 +42,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -51,21 +50,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: train.py lives in the repository root
-
-from gpt2 import training  # noqa: E402
-from data.loader import micro_batch_streams  # noqa: E402
-from data.shards import shard_name, write_shard  # noqa: E402
-from gpt2.cli import config_to_dict, parse_config  # noqa: E402
-from gpt2.config import GPTConfig  # noqa: E402
-from gpt2.losses import default_chunk_size  # noqa: E402
-from gpt2.model import GPT  # noqa: E402
-from gpt2.train_config import TrainConfig  # noqa: E402
+from benchmarks.harness import json_from_subprocess
+from data.loader import micro_batch_streams
+from data.shards import shard_name, write_shard
+from gpt2 import training
+from gpt2.cli import config_to_dict, parse_config
+from gpt2.config import GPTConfig
+from gpt2.losses import default_chunk_size
+from gpt2.model import GPT
+from gpt2.train_config import TrainConfig
 
 MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPU_COUNTS = (1, 2, 4, 8)
 GPU_GIB = (24, 40, 80)
 GIB = 2**30
+REPO = Path(__file__).resolve().parents[1]  # the measuring children run `python -m benchmarks.memory_plan` here
 
 # What autograd keeps, per block and token, from the forward pass until the backward: (what, how many
 # times C values, kind). "residual": the residual stream, float32 under autocast (the embeddings are
@@ -131,7 +130,7 @@ def plan(c: GPTConfig, s: Setting, B: int, T: int, p: Precision = Precision()) -
     R = s.gpus if s.fsdp else 1
     kept, _ = activations(c, B * T, s.checkpointing, p)
     t = {"weights": 4 * N // R, "optimizer": 8 * N // R, "ddp_buckets": 4 * N if s.gpus > 1 and not s.fsdp else 0,
-         "gathered": p.compute * (n_root + 2 * n_block) if s.fsdp else 0, "gradients": 4 * N // R,
+         "gathered": 4 * n_root + p.compute * 2 * n_block if s.fsdp else 0, "gradients": 4 * N // R,
          "activations": kept + (0 if s.checkpointing else weight_casts(c, s, p))}
     t["state"] = t["weights"] + t["optimizer"] + t["ddp_buckets"]
     t["peak"] = t["state"] + max(step_moments(c, s, B, T, p).values())
@@ -150,20 +149,20 @@ def step_moments(c: GPTConfig, s: Setting, B: int, T: int, p: Precision) -> dict
     N, n_block, n_root = parameter_counts(c)
     V, C, L, R, bf16 = c.vocab_size, c.n_embd, c.n_layer, s.gpus, p.compute == 2
     kept, block = activations(c, B * T, s.checkpointing, p)
-    gb = p.compute if s.fsdp else 4  # bytes of a gathered weight: FSDP gathers in the autocast dtype
-    root = gb * n_root if s.fsdp else 0  # the root stays gathered from its forward to the end of its backward
+    gb = p.compute if s.fsdp else 4  # bytes of a gathered block weight: FSDP gathers those in the autocast dtype
+    root = 4 * n_root if s.fsdp else 0  # the root (float32) stays gathered from its forward to the end of its backward
     # The loss, one chunk of n rows at a time: its float32 logits and log-sum-exp's temporary (in bf16: the
     # float32 d logits, its bf16 copy and the bf16 (V, C) product added to the head's gradient); the head's
-    # float32 gradient, and under autocast without FSDP its bf16 copy.
+    # float32 gradient, and under autocast its bf16 copy (FSDP gathers the root in float32, as autocast keeps it).
     n = min(p.chunk_rows, B * T)
     chunk = max(8 * n * V, 6 * n * V + 2 * V * C) if bf16 else 8 * n * V
-    head = 4 * V * C + (2 * V * C if bf16 and not s.fsdp else 0)
+    head = 4 * V * C + (2 * V * C if bf16 else 0)
     moments = {"forward end": root + kept + weight_casts(c, s, p) + head + chunk}
     if s.checkpointing:  # the top block recomputed (and the next one gathered), with its gradients
         moments["recompute"] = root + (2 * gb * n_block if s.fsdp else 0) + kept + 4 * V * C + block + 4 * n_block
     if s.fsdp:  # the blocks' gradients sharded; the root's whole: while the embedding's dense gradient is
         # added to the head's (its weights still gathered), then while a float32 copy is reduce-scattered
-        moments["backward end"] = 4 * L * n_block // R + gb * n_root + max(2 * gb * V * C, 4 * n_root * (R + 1) // R)
+        moments["backward end"] = 4 * L * n_block // R + 4 * n_root + max(8 * V * C, 4 * n_root * (R + 1) // R)
     else:  # every gradient, and the embedding's dense gradient before it is added to the head's
         moments["backward end"] = 4 * N + 4 * V * C
     return moments
@@ -328,10 +327,8 @@ def measure(spec: dict) -> dict:
            "MALLOC_MMAP_THRESHOLD_": "65536", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     launch = [sys.executable] if spec["processes"] == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(spec["processes"])]
-    out = subprocess.run([*launch, __file__], env=env, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"the measurement {spec} failed:\n{out.stderr[-3000:]}")
-    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+    return json_from_subprocess([*launch, "-m", "benchmarks.memory_plan"], f"the measurement {spec}", env=env,
+                                cwd=REPO, timeout=600)
 
 
 def validate() -> tuple[list[str], list[dict], bool]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from gpt2.atomic import atomic_open
 from gpt2.checkpoint import versions
 from gpt2.device import device_name
 
@@ -96,13 +97,35 @@ def markdown(report: dict) -> str:
     return "\n".join(out)
 
 
-def print_and_save(report: dict, json_out: str | None, append_md: str | None) -> None:
-    text = markdown(report)
-    print("\n" + text)
-    if json_out:
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {json_out}")
-    if append_md:
-        with open(append_md, "a") as f:
-            f.write("\n" + text + "\n")
-        print(f"appended the tables to {append_md}")
+class ReportWriter:
+    """bench.py's report on disk as it grows. Each row is added to report["sections"] and then json_out
+    and append_md are rewritten whole through gpt2.atomic (a temporary file renamed over the old one), so
+    a run killed at its time limit leaves every row measured until then, and never a half-written file.
+    append_md keeps what the file held when the run started, with this run's section after it (a process
+    appending to the same file meanwhile would be overwritten: run one benchmark at a time per file)."""
+
+    def __init__(self, report: dict, json_out: str | None, append_md: str | None):
+        self.report, self.json_out, self.append_md = report, json_out, append_md
+        md = Path(append_md) if append_md else None
+        self.md_before = md.read_text() if md is not None and md.is_file() else ""
+        self.save()  # the machine and the command, before the first figure
+
+    def add(self, section: str, row: dict) -> None:
+        self.report["sections"].setdefault(section, []).append(row)
+        self.save()
+
+    def save(self) -> None:
+        if self.json_out:
+            with atomic_open(self.json_out) as f:
+                f.write((json.dumps(self.report, indent=2) + "\n").encode())
+        if self.append_md:
+            with atomic_open(self.append_md) as f:
+                f.write((self.md_before + "\n" + markdown(self.report) + "\n").encode())
+
+    def finish(self) -> None:
+        """Print the tables and say where they are."""
+        print("\n" + markdown(self.report))
+        if self.json_out:
+            print(f"wrote {self.json_out}")
+        if self.append_md:
+            print(f"appended the tables to {self.append_md}")

@@ -107,6 +107,25 @@ def test_cli_tiny_model_writes_json_and_markdown(tmp_path):
     assert report["machine"]["command"] in text and "_runs_ms" not in text
 
 
+def test_rows_are_on_disk_as_soon_as_they_are_measured(tmp_path, monkeypatch):
+    out, md = tmp_path / "bench.json", tmp_path / "BENCH.md"
+    md.write_text("# Benchmarks\n")
+
+    def killed_after_one_row(b):  # a section stopped at a time limit after its first row
+        yield {"B": 1, "tok/s": 123.0}
+        raise KeyboardInterrupt  # what `timeout --signal=INT` raises
+
+    monkeypatch.setattr(bench, "section_data", killed_after_one_row)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(TINY + QUICK + ["--what", "forward,data", "--batch_sizes", "1", "--json_out", str(out),
+                                   "--append_md", str(md)])
+    sections = json.loads(out.read_text())["sections"]
+    assert [r["B"] for r in sections["forward"]] == [1] and sections["data"] == [{"B": 1, "tok/s": 123.0}]
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n") and "**forward**" in text and "| 1 | 123 |" in text
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]  # atomic: no temporary file left
+
+
 def test_cli_rejects_unknown_section(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--what", "train,speed"])
