@@ -80,14 +80,14 @@ if [ "$mode" = dry ]; then
     tiny=(--n_layer 2 --n_head 2 --n_embd 32)
     bench=(--device cpu "${tiny[@]}" --vocab_size 256 --seq_len 32 --prompt_len 8 --data_seq_len 64
            --repeats 1 --warmup 1 --no-compile --no-compile_decode)
-    sweep=(--batch_sizes 1 2) main_b=2 new=8 uncached=2 gen_sweep=(--gen_batch_sizes 2)
+    sweep=(--batch_sizes 1 2) main_b=2 new=8 gen_sweep=(--gen_batch_sizes 2)
     model=("${tiny[@]}") T=32 micro=2 steps=2
     tests_mark=gpu  # collection and the CUDA tests' ids only: CI runs the tests themselves
     export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
     device=cuda
     bench=(--device cuda --repeats 10 --compile --compile_decode)
-    sweep=(--batch_sizes 8 32) main_b=16 new=256 uncached=16 gen_sweep=(--gen_batch_sizes 8 32)
+    sweep=(--batch_sizes 8 32) main_b=16 new=256 gen_sweep=(--gen_batch_sizes 8 32)
     model=(--n_layer 12 --n_head 12 --n_embd 768) T=1024 micro=16 steps=20
     tests_mark=""
 fi
@@ -98,11 +98,11 @@ part1() {
         --json_out "$out/bench-train.json" --append_md "$md"
     # Target: >= 1,000 decoded tokens/s at batch 1 (the "ours compiled" row: CUDA graphs).
     step generate 120 "$PY" bench.py "${bench[@]}" --what generate --gen_batch_sizes 1 --new_tokens "$new" \
-        --uncached_new_tokens "$uncached" --json_out "$out/bench-generate.json" --append_md "$md"
+        --json_out "$out/bench-generate.json" --append_md "$md"
     step train_sweep 140 "$PY" bench.py "${bench[@]}" --what train "${sweep[@]}" \
         --json_out "$out/bench-train-sweep.json" --append_md "$md"
     step generate_sweep 90 "$PY" bench.py "${bench[@]}" --what generate,eval,data "${gen_sweep[@]}" \
-        --batch_sizes "$main_b" --new_tokens "$new" --uncached_new_tokens "$uncached" \
+        --batch_sizes "$main_b" --new_tokens "$new" \
         --json_out "$out/bench-generate-sweep.json" --append_md "$md"
 }
 
@@ -112,7 +112,7 @@ part2() {
         tests/test_bench.py tests/test_model.py tests/test_sampler.py tests/test_losses.py \
         "tests/test_data.py::test_train_batches_on_cuda_match_cpu" "tests/test_weights.py::test_loads_onto_cuda_and_saves_from_it"
     step vs_hf 130 "$PY" bench.py "${bench[@]}" --compare_hf --what train,forward,generate --batch_sizes "$main_b" \
-        --gen_batch_sizes 1 --new_tokens "$((new / 2))" --uncached_new_tokens "$uncached" \
+        --gen_batch_sizes 1 --new_tokens "$((new / 2))" \
         --json_out "$out/bench-hf.json" --append_md "$md"
     # train.py itself: a gpt2-shaped model from scratch (no weights to load), compiled, bf16, an evaluation and
     # checkpoints; then a few steps under torchrun (DDP, one process) and FSDP2 with activation checkpointing.

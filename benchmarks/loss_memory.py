@@ -2,7 +2,7 @@
 fused losses of gpt2/losses.py. gpt2 shape, random weights, B = 2, T = 1024, float32, CPU; one step =
 forward + backward, no optimizer. Four variants:
 
-    ce_full      logits, _ = model(x), then F.cross_entropy of the flattened float logits (GPT.forward's loss)
+    ce_full      logits = model(x), then F.cross_entropy of the flattened float logits
     ce_chunked   the final hidden states, then linear_cross_entropy
     kd_full      student and teacher logits, then the distillation formula on them (`full_logits_kd` below,
                  what train.py --teacher computed before gpt2/losses.py)
@@ -58,7 +58,7 @@ class BenchConfig:
     seq_len: int = 1024  # T, tokens per row
     chunk_size: int | None = None  # rows per chunk of the chunked losses; none: gpt2/losses.py's default
     temperature: float = 2.0  # KD softmax temperature (train.py's default)
-    alpha: float = 0.5  # KD weight of the KL term (train.py's default)
+    kd_weight: float = 0.5  # KD weight of the KL term (train.py's --kd_weight default)
     repeats: int = 3  # timed steps of each cross-entropy variant after one warm-up; the median is reported
     json_out: str = "bench_loss_memory.json"  # where the results are written
 
@@ -68,8 +68,8 @@ class BenchConfig:
 
 
 def full_logits_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
-                   temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE on the whole (B, T, V) logits: the formula that
+                   temperature: float, kd_weight: float) -> torch.Tensor:
+    """kd_weight * T^2 * KL(p_T || q_T) + (1 - kd_weight) * CE on the whole (B, T, V) logits: the formula that
     linear_kd_loss computes chunk by chunk, as gpt2/kd.py's kd_loss wrote it before gpt2/losses.py."""
     V = student_logits.size(-1)
     student, teacher = student_logits.float().view(-1, V), teacher_logits.float().view(-1, V)  # (N, V) each
@@ -79,31 +79,30 @@ def full_logits_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     log_q = F.log_softmax(student / temperature, dim=-1)  # student, softened
     log_p = F.log_softmax(teacher / temperature, dim=-1)  # teacher, softened
     kl = ((log_p.exp() * (log_p - log_q)).sum(-1) * valid).sum() / valid.sum()
-    return alpha * temperature**2 * kl + (1 - alpha) * ce
+    return kd_weight * temperature**2 * kl + (1 - kd_weight) * ce
 
 
 def final_hidden(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    hidden, _ = model(idx, return_hidden=True)  # (B, T, C) after ln_f: what the head reads
-    return hidden
+    return model(idx, return_hidden=True)  # (B, T, C) after ln_f: what the head reads
 
 
 def loss_of(variant: str, cfg: BenchConfig, student: GPT, teacher: GPT | None, x: torch.Tensor, y: torch.Tensor):
     """The loss of one batch, computed the way `variant` does."""
     if variant == "ce_full":
-        logits, _ = student(x)  # (B, T, V)
+        logits = student(x)  # (B, T, V)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=IGNORE_INDEX)
     if variant == "ce_chunked":
         return linear_cross_entropy(final_hidden(student, x), student.lm_head.weight, y, chunk_size=cfg.chunk_size)
     if variant == "kd_full":  # in train.py's order: the student, then the frozen teacher
-        logits, _ = student(x)  # (B, T, V)
+        logits = student(x)  # (B, T, V)
         with torch.no_grad():
-            teacher_logits, _ = teacher(x)  # (B, T, V)
-        return full_logits_kd(logits, teacher_logits, y, temperature=cfg.temperature, alpha=cfg.alpha)
+            teacher_logits = teacher(x)  # (B, T, V)
+        return full_logits_kd(logits, teacher_logits, y, temperature=cfg.temperature, kd_weight=cfg.kd_weight)
     hidden = final_hidden(student, x)  # (B, T, C)
     with torch.no_grad():
         teacher_hidden = final_hidden(teacher, x)  # (B, T, C)
     return linear_kd_loss(hidden, student.lm_head.weight, teacher_hidden, teacher.lm_head.weight, y,
-                          temperature=cfg.temperature, alpha=cfg.alpha, chunk_size=cfg.chunk_size)[0]
+                          temperature=cfg.temperature, kd_weight=cfg.kd_weight, chunk_size=cfg.chunk_size)[0]
 
 
 def build(cfg: BenchConfig, kd: bool):
