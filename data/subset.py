@@ -9,6 +9,9 @@ random order, is written with each chunk preceded by <|endoftext|> (data/sequenc
 `n_tokens` tokens in all (the last chunk is cut to fit). With --like the token count and the chunk
 length (prompt + generated tokens) are those of that distilled set, so a model trained on either sees
 the same number of sequences of the same length: the "real data at the same budget" control.
+
+select_by_score picks chunks by a score (e.g. a model's loss on each) instead of at random: the hardest,
+the middle or the easiest k, for continuing a model on challenging real examples at the same budget.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -64,6 +68,34 @@ def choose_chunks(n_split: int, chunk: int, n_tokens: int, seed: int) -> list[in
                           f"train split ({n_split:,} tokens) holds only {len(grid):,}: ask for fewer tokens, or "
                           "shorter --chunk_tokens")
     return [int(s) for s in rng.permutation(grid)[:need]]
+
+
+def select_by_score(scores: np.ndarray, k: int, which: Literal["hardest", "middle", "easiest"]) -> np.ndarray:
+    """Indices (ascending) of k chunks chosen by score, higher = harder (e.g. a model's mean loss on each).
+
+    Whether to train on the hardest, typical or easiest examples is the open question this answers for us:
+    keeping the hardest pays only with enough data (Sorscher et al. 2022, "Beyond neural scaling laws"),
+    and for language-model pre-training the middle by perplexity did best (Marion et al. 2023, "When
+    less is more"). So the three are windows of one ranking, ascending by (score, index): a tie goes
+    to the lower index as the easier, deterministically, and the three never overlap when 3k <= n.
+      easiest: ranks 0 .. k-1;  hardest: ranks n-k .. n-1;
+      middle: ranks s .. s+k-1 with s = (n - k) // 2, the window centred on the median rank (n - 1) / 2
+      (when n - k is odd no window is centred exactly; this one sits half a rank to the easier side).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"select_by_score needs one score per chunk (a 1-D array), got shape {scores.shape}")
+    n = len(scores)
+    if not 1 <= k <= n:
+        raise ValueError(f"select_by_score: k={k} chunks asked of {n}: choose k between 1 and {n}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"select_by_score: score of chunk {int(np.flatnonzero(~np.isfinite(scores))[0])} is not "
+                         "finite: score every chunk, or leave the unscored ones out (and map the indices back)")
+    starts = {"hardest": n - k, "middle": (n - k) // 2, "easiest": 0}  # first rank of each window
+    if which not in starts:
+        raise ValueError(f"select_by_score: which={which!r}; choose one of {', '.join(starts)}")
+    ranking = np.argsort(scores, kind="stable")  # ascending score; a stable sort keeps ties in index order
+    return np.sort(ranking[starts[which] : starts[which] + k]).astype(np.int64)
 
 
 def make_subset(cfg: SubsetConfig, argv: list[str] | None = None) -> dict:

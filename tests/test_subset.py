@@ -1,5 +1,6 @@
 """python -m data.subset: exactly the requested tokens, in distinct chunks of the real train split,
-deterministic for a seed, matched to a distilled set with --like."""
+deterministic for a seed, matched to a distilled set with --like; select_by_score against a brute-force
+reference."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from data import subset
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_shard
-from data.subset import SubsetConfig, SubsetError, make_subset
+from data.subset import SubsetConfig, SubsetError, make_subset, select_by_score
 from gpt2 import tokenizer
 from gpt2.cli import parse_config
 
@@ -84,3 +85,64 @@ def test_too_big_a_subset_says_so(data_dir, tmp_path):
     with pytest.raises(SystemExit):
         parse_config(SubsetConfig, ["--n_tokens", "10", "--like", "x"])  # exactly one of the two
 
+
+
+def brute_force_selection(scores, k: int, which: str) -> list[int]:
+    """The definition, spelled out: rank chunks by (score, index); easiest = the k lowest ranks, hardest =
+    the k highest, middle = the k ranks starting at (n - k) // 2."""
+    ranked = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+    start = {"easiest": 0, "middle": (len(scores) - k) // 2, "hardest": len(scores) - k}[which]
+    return sorted(ranked[start : start + k])
+
+
+def test_select_by_score_matches_brute_force():
+    """Many random toy scorers, many ties (integer scores from a few values) or none (floats)."""
+    rng = np.random.default_rng(5)
+    for case in range(400):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, n) if case % 2 else rng.normal(size=n)
+        k = int(rng.integers(1, n + 1))
+        for which in ("hardest", "middle", "easiest"):
+            got = select_by_score(scores, k, which)
+            assert got.tolist() == brute_force_selection(scores.tolist(), k, which), (scores, k, which)
+            assert got.dtype == np.int64 and len(set(got.tolist())) == k
+
+
+def test_select_by_score_properties():
+    """What the windows mean, checked without the ranking: the hardest score at least as high as any left
+    out, the easiest at most as low; the middle has as many chunks ranked below it as above (one more
+    above when n - k is odd), so its ranks are centred on the median rank; 3k <= n keeps them apart."""
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        n = int(rng.integers(3, 60))
+        scores, k = rng.integers(0, 6, n).astype(float), int(rng.integers(1, n // 3 + 1))
+        key = [(scores[i], i) for i in range(n)]
+        picked = {w: set(select_by_score(scores, k, w).tolist()) for w in ("hardest", "middle", "easiest")}
+        rest = {w: [key[i] for i in range(n) if i not in picked[w]] for w in picked}
+        assert min(key[i] for i in picked["hardest"]) > max(rest["hardest"])
+        assert max(key[i] for i in picked["easiest"]) < min(rest["easiest"])
+        below = sum(1 for c in rest["middle"] if c < min(key[i] for i in picked["middle"]))
+        above = sum(1 for c in rest["middle"] if c > max(key[i] for i in picked["middle"]))
+        assert below + above == n - k and above - below == (n - k) % 2  # contiguous, centred on the median
+        ranks = [sorted(key).index(key[i]) for i in picked["middle"]]
+        assert abs(np.mean(ranks) - (n - 1) / 2) <= 0.5
+        assert not (picked["hardest"] & picked["middle"] or picked["middle"] & picked["easiest"]
+                    or picked["hardest"] & picked["easiest"])
+
+
+def test_select_by_score_ties_and_errors():
+    scores = np.array([1.0, 5.0, 5.0, 5.0, 0.0, 5.0])  # four chunks tie at 5: lower index counts as easier
+    assert select_by_score(scores, 2, "hardest").tolist() == [3, 5]
+    assert select_by_score(scores, 2, "easiest").tolist() == [0, 4]
+    assert select_by_score(scores, 2, "middle").tolist() == [1, 2]  # ranks 2, 3 of 0..5: median rank 2.5
+    assert select_by_score(scores, 6, "middle").tolist() == list(range(6))
+    with pytest.raises(ValueError, match="between 1 and 6"):
+        select_by_score(scores, 7, "hardest")
+    with pytest.raises(ValueError, match="between 1 and 6"):
+        select_by_score(scores, 0, "easiest")
+    with pytest.raises(ValueError, match="choose one of hardest, middle, easiest"):
+        select_by_score(scores, 2, "median")
+    with pytest.raises(ValueError, match="chunk 2 is not finite"):
+        select_by_score(np.array([1.0, 2.0, np.nan]), 1, "hardest")
+    with pytest.raises(ValueError, match="1-D"):
+        select_by_score(np.zeros((2, 3)), 1, "hardest")

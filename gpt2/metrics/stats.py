@@ -3,6 +3,10 @@
 With n runs of an arm, the interval is mean +- t(0.975, n - 1) * s / sqrt(n), s the sample standard
 deviation. For n = 3 that is 4.30 standard errors, not the normal 1.96: three seeds say little, and the
 interval says so.
+
+Two arms compared on the same seeds are compared seed by seed (`paired_contrast`: a paired t-test), and a
+dose-response over seeds is a slope with seed as a fixed effect (`trend_test`). Their p-values need
+Student's t distribution function, computed here (`t_cdf`) so that the product needs no scipy.
 """
 
 from __future__ import annotations
@@ -40,3 +44,133 @@ def format_ci(ci: dict, digits: int = 1) -> str:
     if ci["half_width"] is None:
         return f"{ci['mean']:.{digits}f}"
     return f"{ci['mean']:.{digits}f} ± {ci['half_width']:.{digits}f}"
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function, by the modified Lentz method
+    (Numerical Recipes, 3rd ed., section 6.4, betacf). Converges fast for x < (a + 1) / (a + b + 2)."""
+    tiny, eps = 1e-300, 1e-15  # tiny keeps a denominator off zero (Lentz); eps: stop at double precision
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),  # the even step, then the odd one
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            return h
+    raise RuntimeError(f"the incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def _betai(a: float, b: float, x: float, y: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function (Numerical Recipes' betai), given x and y = 1 - x
+    (the caller computes y without cancellation): the continued fraction for I_x(a, b) or, where that
+    converges slowly, 1 - I_y(b, a)."""
+    if x <= 0.0 or y <= 0.0:
+        return 0.0 if x <= 0.0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, y) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df degrees of freedom: I_x(df/2, 1/2) with x = df / (df + t^2).
+    Computed directly, not as 1 - cdf, so that small p-values keep their relative precision."""
+    if df <= 0:
+        raise ValueError(f"Student's t needs df > 0, got df={df}")
+    if math.isinf(t):
+        return 0.0
+    return _betai(df / 2.0, 0.5, df / (df + t * t), t * t / (df + t * t))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with df degrees of freedom, by the regularized incomplete beta function."""
+    tail = t_two_sided_p(t, df) / 2.0  # P(T >= |t|)
+    return 1.0 - tail if t > 0 else tail
+
+
+def _paired_floats(a: list[float], b: list[float], what: str, names: tuple[str, str]) -> tuple[list, list]:
+    """Both lists as floats, after checking they pair up and are finite (a diverged run reads as nan)."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) != len(b):
+        raise ValueError(f"{what} pairs {names[0]} and {names[1]} value by value, but they have {len(a)} and "
+                         f"{len(b)} values: give one value per seed to each, in the same order")
+    for name, values in zip(names, (a, b)):
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{what}: {name}[{bad[0]}] is {values[bad[0]]} (a diverged run?): leave that seed "
+                             "out of both lists")
+    return a, b
+
+
+def _t_summary(estimate: float, se: float, df: int) -> dict:
+    """t statistic, two-sided p-value and 95% interval of an estimate with standard error se on df degrees of
+    freedom. A zero standard error (every difference equal) gives t = +-inf and p = 0, or t = 0 and p = 1
+    when the estimate is 0 too: the limits of the test, not an error, so that identical arms still report."""
+    if se > 0:
+        t = estimate / se
+    else:
+        t = math.copysign(math.inf, estimate) if estimate != 0 else 0.0
+    half = t_975(df) * se
+    return {"se": se, "half_width": half, "low": estimate - half, "high": estimate + half,
+            "t": t, "df": df, "p": t_two_sided_p(t, df)}
+
+
+def paired_contrast(a: list[float], b: list[float]) -> dict:
+    """Arm a minus arm b, measured on the same seeds in the same order: the mean of the per-seed differences
+    a[i] - b[i] with its 95% t interval and the two-sided p-value of a paired t-test (df = n - 1).
+
+    Pairing removes what a seed does to both arms alike (its data order, its initialisation), so a
+    difference shows with fewer seeds than two independent means would need. For ratios of perplexity,
+    pass log perplexities: the mean difference is then the log of the geometric-mean ratio.
+    Returns {"mean", "half_width", "low", "high", "se", "t", "df", "p", "n", "differences"}; format_ci prints it.
+    """
+    a, b = _paired_floats(a, b, "paired_contrast", ("a", "b"))
+    n = len(a)
+    if n < 2:
+        raise ValueError(f"paired_contrast needs at least 2 seeds measured in both arms, got {n}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    return {"mean": mean, **_t_summary(mean, sd / math.sqrt(n), n - 1), "n": n, "differences": diffs}
+
+
+def trend_test(xs: list[float], ys: list[float], seeds: list) -> dict:
+    """Linear trend of y on x with seed as a fixed effect: is y still rising (or falling) with x once each
+    seed's own level is set aside? E.g. log perplexity against the share of distilled data, several
+    shares per seed.
+
+    Each seed's mean is subtracted from its x and its y (the within estimator, equal to least squares
+    with one intercept per seed); the slope is then least squares through the origin, sum(x y) / sum(x^2).
+    Its residual degrees of freedom are n - n_seeds - 1: one per seed intercept, one for the slope.
+    Returns {"slope", "se", "half_width", "low", "high", "t", "df", "p", "n", "n_seeds"}.
+    """
+    xs, ys = _paired_floats(xs, ys, "trend_test", ("xs", "ys"))
+    if len(seeds) != len(xs):
+        raise ValueError(f"trend_test needs one seed per value: {len(xs)} values but {len(seeds)} seeds")
+    groups: dict = {}
+    for i, s in enumerate(seeds):
+        groups.setdefault(s, []).append(i)
+    n, df = len(xs), len(xs) - len(groups) - 1
+    if df < 1:
+        raise ValueError(f"trend_test needs at least n_seeds + 2 values (df = n - n_seeds - 1 >= 1), got {n} "
+                         f"values over {len(groups)} seeds: measure more x values per seed")
+    dx, dy = [0.0] * n, [0.0] * n
+    for rows in groups.values():
+        mx, my = sum(xs[i] for i in rows) / len(rows), sum(ys[i] for i in rows) / len(rows)
+        for i in rows:
+            dx[i], dy[i] = xs[i] - mx, ys[i] - my
+    sxx = sum(v * v for v in dx)
+    if sxx == 0:
+        raise ValueError("trend_test: x never varies within a seed, so the seeds say nothing about a trend: "
+                         "measure at least two x values on some seed")
+    slope = sum(u * v for u, v in zip(dx, dy)) / sxx
+    rss = sum((v - slope * u) ** 2 for u, v in zip(dx, dy))
+    return {"slope": slope, **_t_summary(slope, math.sqrt(rss / df / sxx), df), "n": n, "n_seeds": len(groups)}
