@@ -157,9 +157,9 @@ memory-plan: install  ## per-GPU memory of gpt2 .. gpt2-xl under DDP / FSDP, wit
 	$(PY) -m benchmarks.memory_plan
 
 bench-parts: install  ## weight loading, data preparation and metrics against their references
-	$(PY) benchmarks/load_weights.py
-	$(PY) benchmarks/data_pipeline.py
-	$(PY) benchmarks/metrics.py
+	$(PY) -m benchmarks.load_weights
+	$(PY) -m benchmarks.data_pipeline
+	$(PY) -m benchmarks.metrics
 
 clean:  ## remove the virtual environment (not data, runs or results)
 	rm -rf $(VENV) .pytest_cache

@@ -197,8 +197,8 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
         raise DistillError(f"{train!r} is shorter than one prompt of --prompt_tokens {P}")
     target = cfg.n_tokens or max(2, round((cfg.fraction or DEFAULT_FRACTION) * len(train)))
     teacher = load_teacher(cfg, device, dtype)
-    strategy, compile = cfg.sampling(), compile_wanted(cfg.compile, device)
-    print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(strategy)}; "
+    sampling, compile = cfg.sampling(), compile_wanted(cfg.compile, device)
+    print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(sampling)}; "
           f"{target:,} tokens wanted; {describe(device, dtype)}{', compiled decoding' if compile else ''}")
     prompts_rng, built, batch = np.random.default_rng(cfg.seed), SetBuilder(cfg, target), 0
     t0 = time.perf_counter()
@@ -207,20 +207,20 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
             # Full batches always: one shape for the compiled decode step; extra rows are generated, not kept.
             offsets = prompts_rng.integers(0, len(train) - P + 1, size=cfg.batch_size)
             prompts = np.stack([train[int(o) : int(o) + P] for o in offsets]).astype(np.int64)  # (rows, P)
-            out = generate(teacher, torch.from_numpy(prompts).to(device), G, sampling=strategy, compile=compile,
+            out = generate(teacher, torch.from_numpy(prompts).to(device), G, sampling=sampling, compile=compile,
                            seed=batch_seed(cfg.seed, batch), stop_token=tokenizer.EOT_ID if cfg.stop_at_eot else None)
             bar.update(built.add(offsets, prompts, out))
             batch += 1
             if built.barren >= cfg.patience:
                 raise DistillError(
                     f"the quality filter dropped every sequence of {built.barren} batches in a row ({built.dropped}): "
-                    f"the teacher {cfg.teacher} degenerates under {describe_sampling(strategy)}. Look at the dropped "
+                    f"the teacher {cfg.teacher} degenerates under {describe_sampling(sampling)}. Look at the dropped "
                     "text, try another --alpha, or relax --max_repeat_4gram / --max_token_share / --min_gen_tokens")
             bar.set_postfix(kept=len(built.kept), dropped=sum(built.dropped.values()),
                             gen_tok_s=f"{built.n_generated / (time.perf_counter() - t0):,.0f}")
     timing = {"seconds": time.perf_counter() - t0, "device": describe(device, dtype), "batches": batch,
               "compiled_decoding": compile}
-    return write_set(cfg, built, manifest_record(cfg, teacher, strategy, train, built, timing), argv)
+    return write_set(cfg, built, manifest_record(cfg, teacher, sampling, train, built, timing), argv)
 
 
 def manifest_record(cfg: DistillConfig, teacher, strategy: SamplingConfig, train, built: SetBuilder, timing: dict) -> dict:

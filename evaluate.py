@@ -147,8 +147,12 @@ def continuation_task(model, tokens, starts: list[int], prompt_tokens: int, new_
     batches = tqdm(range(0, len(starts), batch_size), desc=f"generate P={P} G={G}", unit="batch", disable=not progress)
     for first in batches:
         batch = torch.from_numpy(passages[first : first + batch_size]).to(device)  # (B, P + G)
-        result = generate(model, batch[:, :P], G, sampling=greedy, stop_token=None, compile=compile)
-        new = result.new_tokens.cpu()  # (B, G): no stop token, so always G tokens
+        # A short last batch is padded with copies of its last row: every call has one shape, so a compiled
+        # decode step keeps its graph and the model its caches (greedy rows do not depend on each other).
+        rows = min(batch_size, len(starts))  # every call's batch size
+        prompts = torch.cat([batch[:, :P], batch[-1:, :P].expand(rows - len(batch), P)])  # (rows, P)
+        result = generate(model, prompts, G, sampling=greedy, stop_token=None, compile=compile)
+        new = result.new_tokens[:len(batch)].cpu()  # (B, G): no stop token, so always G tokens
         assert new.shape == (len(batch), G), f"generated {tuple(new.shape)}, expected {(len(batch), G)}"
         for row in range(len(batch)):
             out["prompts"].append(tokenizer.decode(passages[first + row, :P].tolist()))

@@ -213,8 +213,8 @@ class Run:
         """Share the loss and any stop request across processes, stop on a non-finite loss, log. True: stop.
 
         The step's time is read here, after `tolist()` has waited for the device: kernels are queued
-        asynchronously on a GPU, so a clock read when train_step returns would time the queueing. This is the
-        step's one wait; nothing inside it waits per micro-batch."""
+        asynchronously on a GPU, so a clock read when train_step returns would time the queueing. Nothing in
+        the step waits per micro-batch (under fp16, GradScaler's step reads its overflow flag once)."""
         stats = torch.stack([loss_sum, torch.tensor(float(signalled), device=self.device)])
         if self.parts.distributed:
             dist.all_reduce(stats)  # sum over processes: mean loss, and whether any was signalled

@@ -1,6 +1,6 @@
 """Data pipeline speed: preparing shards, and drawing batches.
 
-    python benchmarks/data_pipeline.py [--raw_dir ../shared/wikitext-2-raw] [--repeats 3]
+    python -m benchmarks.data_pipeline [--raw_dir ../shared/wikitext-2-raw] [--repeats 3]
 
 Measures, each as the median of --repeats runs (after one untimed warm-up):
 1. prepare --offline from the local valid + test splits (what CI and these machines can do);
@@ -36,7 +36,7 @@ from data.loader import SplitTokens, TrainBatches
 from gpt2.metrics.windows import EvalBatches
 from data.prepare import PrepareConfig, run
 from gpt2.cli import config_to_dict, parse_config
-from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
+from benchmarks.harness import median_time
 
 FULL_TRAIN_BYTES = 10_918_892  # wiki.train.raw of Wikitext-2 raw
 

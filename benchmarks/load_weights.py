@@ -9,8 +9,8 @@ before reading it, so each process also reads every byte once (a sum over every 
 times are shown. Peak memory is the growth of the process's resident-set high-water mark (VmHWM)
 over its size once torch is imported: mapped pages that are read count, as they do for the OS.
 
-    python benchmarks/load_weights.py                       # a random gpt2-shaped checkpoint in a temp dir
-    python benchmarks/load_weights.py --checkpoint DIR      # any HF directory: config.json + model.safetensors
+    python -m benchmarks.load_weights                       # a random gpt2-shaped checkpoint in a temp dir
+    python -m benchmarks.load_weights --checkpoint DIR      # any HF directory: config.json + model.safetensors
 """
 
 from __future__ import annotations

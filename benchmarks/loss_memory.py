@@ -21,7 +21,7 @@ temporaries. The process's whole peak (ru_maxrss) is reported too.
 Time: ce_full and ce_chunked on one model, in one process, take turns after a warm-up step each
 (benchmarks/harness.py), so that load from other processes hits both alike; the median step gives tokens/s.
 
-    python benchmarks/loss_memory.py [--repeats 3] [--json_out bench_loss_memory.json]
+    python -m benchmarks.loss_memory [--repeats 3] [--json_out bench_loss_memory.json]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from gpt2.config import GPTConfig
 from gpt2.kd import make_student
 from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss
 from gpt2.model import GPT
-from harness import json_from_subprocess, measure, peak_memory  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
+from benchmarks.harness import json_from_subprocess, measure, peak_memory
 
 VARIANTS = ["ce_full", "ce_chunked", "kd_full", "kd_chunked"]
 TARGETS = {"ce_chunked": 0.75, "kd_chunked": 0.5}  # the issue's ceilings: peak above the models vs the full logits'
@@ -143,16 +143,16 @@ def measure_memory(variant: str, cfg: BenchConfig) -> dict:
 # The child process: one variant's memory, printed as one JSON line.
 CHILD = """
 import json, sys
-sys.path.insert(0, {here!r})
-import loss_memory
+from benchmarks import loss_memory
 cfg = loss_memory.BenchConfig(**json.loads(sys.argv[2]))
 print(json.dumps(loss_memory.measure_memory(sys.argv[1], cfg)))
 """
 
 
 def memory_in_fresh_process(variant: str, cfg: BenchConfig) -> dict:
-    child = CHILD.format(here=str(Path(__file__).resolve().parent))
-    return json_from_subprocess([sys.executable, "-c", child, variant, json.dumps(config_to_dict(cfg))], variant)
+    """`variant`'s memory measured in a new process started from the repository root, like this one."""
+    command = [sys.executable, "-c", CHILD, variant, json.dumps(config_to_dict(cfg))]
+    return json_from_subprocess(command, variant, cwd=Path(__file__).resolve().parents[1])
 
 
 def measure_time(cfg: BenchConfig) -> dict:

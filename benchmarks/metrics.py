@@ -1,6 +1,6 @@
 """Metric speed: gpt2.metrics.bleu against sacrebleu, gpt2.metrics.rouge against rouge-score, on generated text.
 
-    python benchmarks/metrics.py [--pairs 10000] [--repeats 5]
+    python -m benchmarks.metrics [--pairs 10000] [--repeats 5]
 
 --pairs (reference, hypothesis) pairs are drawn from a seeded Zipf-like vocabulary with
 punctuation, numbers and a few HTML entities; the reference is the hypothesis with words dropped,
@@ -27,7 +27,7 @@ from rouge_score import rouge_scorer
 
 from gpt2.metrics import bleu, porter, rouge
 from gpt2.cli import config_to_dict, parse_config
-from harness import median_time  # benchmarks/harness.py: these scripts run as `python benchmarks/X.py`
+from benchmarks.harness import median_time
 
 
 @dataclass

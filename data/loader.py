@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.shards import GPT2_VOCAB_SIZE, ShardError, open_shard
+from data.shards import ShardError, open_shard
+from gpt2.tokenizer import VOCAB_SIZE
 
 
 def prepare_hint(data_dir) -> str:
@@ -33,7 +34,7 @@ def prepare_hint(data_dir) -> str:
 class SplitTokens:
     """The token ids of one split, memory-mapped from its shards, addressed as one sequence."""
 
-    def __init__(self, data_dir, split: str, vocab_size: int = GPT2_VOCAB_SIZE):
+    def __init__(self, data_dir, split: str, vocab_size: int = VOCAB_SIZE):
         self.data_dir, self.split = Path(data_dir), split
         pattern = re.compile(rf"{re.escape(split)}_\d{{6}}\.bin")
         names = sorted(p.name for p in self.data_dir.glob(f"{split}_*.bin") if pattern.fullmatch(p.name))

@@ -22,13 +22,13 @@ from typing import NamedTuple
 import numpy as np
 
 from gpt2.atomic import atomic_open
+from gpt2.tokenizer import VOCAB_SIZE
 
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4  # 1024
 TOKEN_DTYPE = np.dtype("<u2")
-GPT2_VOCAB_SIZE = 50257
 FORMAT = "llm.c token shards: 256 int32 header (magic 20240520, version 1, token count), uint16 tokens"
 SHARD_NAME = re.compile(r"(train|val|test)_\d{6}\.bin")  # what shard_name writes, for every split
 
@@ -85,7 +85,7 @@ def read_header(path: str | os.PathLike) -> ShardHeader:
     return ShardHeader(magic, version, n_tokens)
 
 
-def open_shard(path: str | os.PathLike, vocab_size: int = GPT2_VOCAB_SIZE) -> np.memmap:
+def open_shard(path: str | os.PathLike, vocab_size: int = VOCAB_SIZE) -> np.memmap:
     """Memory-map a checked shard's tokens: (n_tokens,) uint16, read-only."""
     header = read_header(path)
     tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(header.n_tokens,))

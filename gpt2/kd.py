@@ -47,6 +47,7 @@ def make_student(teacher: GPT, layers: list[int] | None = None) -> GPT:
             for j, i in enumerate(layers):  # a teacher block may be copied more than once
                 if i == int(index):
                     state[f"transformer.h.{j}.{rest}"] = tensor.clone()
-        else:
+        elif name != "lm_head.weight":  # the tied head is the embedding: one copy, tied again by model_holding
             state[name] = tensor.clone()
+    state["lm_head.weight"] = state["transformer.wte.weight"]
     return model_holding(config, state).train(teacher.training)  # no random init: every tensor is the teacher's

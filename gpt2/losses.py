@@ -9,8 +9,8 @@ At the gpt2 shape one (B, T) = (2, 1024) batch has 2,048 x 50,257 logits: 412 MB
 plain loss keeps three or four such tensors alive (logits, log-softmax, their gradients; twice that
 for distillation). Here the rows (the N = B * T positions) are processed `chunk_size` at a time, the
 "fused linear cross-entropy" of Liger-Kernel and Apple's Cut Cross-Entropy (one chunk loop, `_head_chunks`,
-serves both losses): for each chunk the forward
-pass computes the logits, the loss, and at once d loss / d logits, turned straight into the chunk's
+serves both losses): for each chunk the forward pass computes the logits, the loss, and at once
+d loss / d logits, turned straight into the chunk's
 gradient of the hidden states and the running gradient of the head's weight. Nothing of size N x V is
 kept; backward only scales the stored gradients by grad_output, so the head costs the same three
 matrix multiplies as before and is never recomputed. When no gradient is wanted (no_grad,
@@ -32,7 +32,6 @@ from torch.utils.checkpoint import checkpoint
 from gpt2.device import compute_dtype
 
 IGNORE_INDEX = -100  # targets with this id are not scored
-
 
 
 def default_chunk_size(device: torch.device) -> int:
@@ -132,7 +131,8 @@ class _HeadGrads:
         if self.need_weight:  # (V, n) @ (n, C) added in place to the float32 sum
             if g.dtype == torch.float32:
                 self.weight.addmm_(g.t(), h)
-            elif not torch.compiler.is_compiling() and _mixed_addmm(g.device.type):  # compiled: inductor fuses it
+            elif not torch.compiler.is_compiling() and _mixed_addmm(g.device.type):  # (a loss compiled with its
+                # caller, as the tests do, leaves the choice to inductor; the training step runs it eagerly)
                 torch.addmm(self.weight, g.t(), h, out_dtype=torch.float32, out=self.weight)  # no (V, C) temporary
             else:
                 self.weight += g.t() @ h  # a (V, C) temporary in the low precision, then the add

@@ -1,10 +1,12 @@
 """Generating text with GPT-2: small pure functions in the gpt-fast style, read top to bottom.
 
     SamplingConfig             which distribution each next token is drawn from (validated on creation)
+    DrawTensors                the same with its numbers as tensors: what the compiled decode step reads
     top_k / top_p / min_p      filters: logits (B, V) -> logits, the removed tokens at -inf
     sampling_logits, draw      log p (B, V) -> log-weights of the draw -> one token per row (Gumbel-max)
     next_token                 logits (B, V) -> (tokens (B,), their log p): the one softmax of a step
     prefill, decode_one_token  a whole window, or one token against the KV caches -> (tokens, log p)
+    cache_length, decode_caches  how long the caches are, and whose they are (the call's, or the model's)
     generate                   prefill, then a loop of decode_one_token; stop tokens; a full context
 
 One knob says how far a draw leans into the tail. The plausible set is what top-k, top-p and min-p
@@ -72,6 +74,25 @@ class SamplingConfig:
                              "--min_p (e.g. 0.1), --top_p or --top_k")
 
 
+@dataclass(frozen=True)
+class DrawTensors:
+    """A SamplingConfig with its numbers as 0-d tensors, for the compiled decode step: torch.compile
+    specialises a graph on every Python float it reads (a new graph per alpha), while tensors are inputs
+    (one graph serves every alpha, top_p and min_p). Which filters apply, and top_k's value (the size
+    of a topk), stay part of the graph."""
+
+    strategy: Strategy
+    alpha: torch.Tensor
+    top_k: int | None
+    top_p: torch.Tensor | None
+    min_p: torch.Tensor | None
+
+    @classmethod
+    def of(cls, cfg: SamplingConfig, device: torch.device) -> DrawTensors:
+        tensor = lambda v: None if v is None else torch.tensor(float(v), device=device)  # noqa: E731
+        return cls(cfg.strategy, tensor(cfg.alpha), cfg.top_k, tensor(cfg.top_p), tensor(cfg.min_p))
+
+
 # ----------------------------------------------------------------------------------------------
 # Filters: logits (B, V) -> logits (B, V) with the removed tokens at -inf. Pure functions. Their
 # thresholds may be floats or 0-d tensors (what the compiled decode step passes, see `DrawTensors`).
@@ -83,7 +104,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def top_p_filter(logits: torch.Tensor, p) -> torch.Tensor:
+def top_p_filter(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
     """Nucleus: keep the smallest set of most probable tokens whose total probability is >= p.
     A token is kept while the mass strictly before it is < p, so the most probable token always is."""
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) each
@@ -92,7 +113,7 @@ def top_p_filter(logits: torch.Tensor, p) -> torch.Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def min_p_filter(logits: torch.Tensor, min_p) -> torch.Tensor:
+def min_p_filter(logits: torch.Tensor, min_p: float | torch.Tensor) -> torch.Tensor:
     """Keep tokens with p >= min_p * p_max (the most probable token always stays). p / p_max is
     exp(logit - max logit) whatever the normalisation, so no softmax is needed; min_p = 0 keeps all."""
     threshold = logits.amax(-1, keepdim=True) + torch.as_tensor(min_p, dtype=logits.dtype, device=logits.device).log()
@@ -125,28 +146,13 @@ def draw(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def next_token(logits: torch.Tensor, cfg: SamplingConfig | DrawTensors,
                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The next tokens (B,) from the model's logits (B, V), and log p of each (B,) under the model's own
-    distribution (temperature 1, nothing filtered). One log-softmax serves the draw and the log p."""
-    logp = logits.float().log_softmax(-1)  # (B, V)
-    tokens = logp.argmax(-1) if cfg.strategy == "greedy" else draw(sampling_logits(logp, cfg), noise)
+    distribution (temperature 1, nothing filtered). One log-softmax serves the draw and the log p.
+    Greedy takes the argmax of the logits themselves, as transformers does: subtracting the log-sum-exp
+    can round two near-tied logits to one log p."""
+    logits = logits.float()  # (B, V)
+    logp = logits.log_softmax(-1)  # (B, V)
+    tokens = logits.argmax(-1) if cfg.strategy == "greedy" else draw(sampling_logits(logp, cfg), noise)
     return tokens, logp.gather(-1, tokens[:, None])[:, 0]
-
-
-@dataclass(frozen=True)
-class DrawTensors:
-    """A SamplingConfig with its numbers as 0-d tensors, for the compiled decode step: torch.compile
-    specialises a graph on every Python float it reads (a new graph per alpha), while tensors are inputs
-    (one graph serves every alpha, top_p and min_p). Which filters apply stays part of the graph."""
-
-    strategy: Strategy
-    alpha: torch.Tensor
-    top_k: int | None
-    top_p: torch.Tensor | None
-    min_p: torch.Tensor | None
-
-    @classmethod
-    def of(cls, cfg: SamplingConfig, device: torch.device) -> DrawTensors:
-        tensor = lambda v: None if v is None else torch.tensor(float(v), device=device)  # noqa: E731
-        return cls(cfg.strategy, tensor(cfg.alpha), cfg.top_k, tensor(cfg.top_p), tensor(cfg.min_p))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,16 +182,16 @@ def compiled_decode_one_token(device_type: str):
     """decode_one_token under torch.compile, made once per device type (gpt-fast compiles it once at
     start-up): on CUDA as CUDA graphs ("reduce-overhead": ~150 kernel launches of a small model's step
     replayed as one), elsewhere as inductor's fused kernels. Fixed shapes (dynamic=False): one graph per
-    batch size, cache length (see `cache_length`) and choice of filters."""
+    batch size, cache length (see `cache_length`), choice of filters and top_k."""
     mode = "reduce-overhead" if device_type == "cuda" else None
     return torch.compile(decode_one_token, mode=mode, fullgraph=True, dynamic=False)
 
 
-def cache_length(n: int, n_positions: int) -> int:
-    """Cache positions for a sequence of n tokens: n rounded up to a power of two (at least 64), at most
-    the context. A compiled step has one graph per cache length, so distill's and evaluate's calls, whose
-    lengths differ by a few tokens, share graphs; the masked positions past n cost attention work only."""
-    return min(n_positions, max(64, 1 << (n - 1).bit_length()))
+def cache_length(n: int, n_positions: int, compiled: bool) -> int:
+    """Cache positions for a sequence of n tokens, at most the context: n itself, or for compiled decoding n
+    rounded up to a power of two (at least 64). A compiled step has one graph per cache length, so calls
+    whose lengths differ by a few tokens share graphs; the masked positions past n cost attention work only."""
+    return min(n_positions, max(64, 1 << (n - 1).bit_length()) if compiled else n)
 
 
 def decode_caches(model: GPT, batch_size: int, max_len: int, dtype: torch.dtype, compiled: bool) -> list[KVCache]:
@@ -251,7 +257,8 @@ def generate(
     All rows share the prompt length T0 (the model has no padding mask; group prompts by length).
     A row that emits `stop_token` is finished: its later positions hold `stop_token` with logprob 0
     (log 1: padding is certain, so a row's sum of logprobs is its true total; use `lengths` for
-    means). Generation ends after `max_new_tokens` steps or when every row has finished.
+    means). Generation ends after `max_new_tokens` steps or once every row has finished (looked at every
+    8 steps, each look a wait for the device; the padding columns of the steps in between are cut off).
 
     The model sees a window of at most n_positions (N) tokens. When it is full, `on_context_full`
     decides: "stop" ends generation (T0 + n never exceeds N); "slide" keeps the last N // 2 tokens,
@@ -293,7 +300,7 @@ class _Generation:
         self.noise = torch.empty(B, model.config.vocab_size, device=device)  # uniform draws, refilled per token
         self.last = torch.empty(B, 1, dtype=torch.long, device=device)  # the token the next step feeds
         dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
-        self.caches = decode_caches(model, B, cache_length(T0 + max_new_tokens, N), dtype, compile)
+        self.caches = decode_caches(model, B, cache_length(T0 + max_new_tokens, N, compile), dtype, compile)
         self.step = compiled_decode_one_token(device.type) if compile else decode_one_token
         self.n = 0  # tokens generated
 
@@ -301,7 +308,8 @@ class _Generation:
         """Prefill the window, then decode one token at a time; when the window fills, stop or slide."""
         N = self.model.config.n_positions
         start = 0  # the window is tokens[:, start:L]
-        input_pos = None  # (1,) on the device: the position the next decode step writes; None: prefill next
+        input_pos = None  # (1,) on the device: the position the next decode step writes; None: the window is
+        # not in the caches yet (the start, or after a slide), so the next step is a prefill
         while self.n < self.max_new_tokens:
             L = self.T0 + self.n
             if L - start >= N:  # no position left for the next token
@@ -348,10 +356,10 @@ class _Generation:
         n, T0 = self.n, self.T0
         finished = self.finished.clone()
         lengths = torch.full_like(finished, n, dtype=torch.long)
-        if self.stop_token is not None:
+        if self.stop_token is not None and n:  # (no token generated: nothing to look for)
             first_stop = (self.tokens[:, T0:T0 + n] == self.stop_token).int().argmax(-1)  # (B,) (0 if none)
             lengths = torch.where(finished, first_stop + 1, lengths)
-            if n and bool(finished.all()):
+            if bool(finished.all()):  # the late look's padding columns go
                 n = int(lengths.max())
         return GenerationResult(tokens=self.tokens[:, :T0 + n].clone(), logprobs=self.logprobs[:, :n].clone(),
                                 finished=finished, lengths=lengths, prompt_len=T0)

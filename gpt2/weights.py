@@ -96,7 +96,7 @@ def save_hf(model: GPT, directory: str | os.PathLike) -> Path:
     `transformer.` keys in Conv1D layout and no lm_head (it is tied). Each file is written atomically."""
     if not isinstance(model, GPT):
         raise TypeError(f"save_hf takes the plain GPT module, got {type(model).__name__}; "
-                        "pass model._orig_mod for torch.compile, model.module for DDP")
+                        "pass the module inside the wrappers (train.py keeps it as parts.raw_model)")
     if model.lm_head.weight is not model.transformer.wte.weight:
         raise WeightsError("the model's lm_head is not tied to transformer.wte: GPT-2's layout cannot hold it")
     directory = Path(directory)

@@ -4,8 +4,8 @@
     EvalBatches    those windows as (x, y) batches; y is -100 where a target is context only
 
 A model with a context of T tokens cannot see a whole text at once, so the text is cut into windows
-that together score every target t[1..N-1] exactly once, in order. The perplexity (perplexity.py) and
-the n-gram baselines (ngram.py) score the same targets through them. `tokens` is anything with len()
+that together score every target t[1..N-1] exactly once, in order. The perplexity (perplexity.py) scores
+through them; the n-gram baselines (ngram.py) score the same targets t[1..N-1]. `tokens` is anything with len()
 whose slices are integer arrays: a NumPy array, or a split of token shards read by `data.loader`.
 """
 
