@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import subset
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_shard
