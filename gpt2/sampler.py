@@ -302,6 +302,8 @@ class _Generation:
         dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
         self.caches = decode_caches(model, B, cache_length(T0 + max_new_tokens, N, compile), dtype, compile)
         self.step = compiled_decode_one_token(device.type) if compile else decode_one_token
+        for buffer in (self.noise, self.last) if compile and device.type == "cuda" else ():
+            torch._dynamo.mark_static_address(buffer)  # refilled in place: the CUDA graph reads it where it is
         self.n = 0  # tokens generated
 
     def run(self, on_context_full: ContextPolicy) -> None:
