@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import platform
 import subprocess
@@ -36,7 +35,7 @@ from data.loader import SplitTokens, TrainBatches
 from gpt2.metrics.windows import EvalBatches
 from data.prepare import PrepareConfig, run
 from gpt2.cli import config_to_dict, parse_config
-from benchmarks.harness import median_time
+from benchmarks.harness import median_time, print_table_and_save
 
 FULL_TRAIN_BYTES = 10_918_892  # wiki.train.raw of Wikitext-2 raw
 
@@ -82,12 +81,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         measure_prepare(cfg, Path(tmp), valid, test, results, rows)
         measure_loaders(cfg, Path(tmp), results, rows)
-    print(f"{'measurement':<42} {'size':>16} {'time (median)':>16} {'rate':>14}")
-    for name, size, t, rate in rows:
-        print(f"{name:<42} {size:>16} {t:>16} {rate:>14}")
-    Path(cfg.out_json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {cfg.out_json}")
-    return results
+    columns = [("measurement", 42), ("size", 16), ("time (median)", 16), ("rate", 14)]
+    return print_table_and_save(columns, rows, results, cfg.out_json)
 
 
 def measure_prepare(cfg: BenchConfig, tmp: Path, valid: bytes, test: bytes, results: dict, rows: list) -> None:

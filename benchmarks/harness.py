@@ -23,6 +23,7 @@ import json
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -143,3 +144,16 @@ def json_from_subprocess(command: list[str], what: str, **run_kw) -> dict:
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"{what} failed in its subprocess (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def print_table_and_save(columns: list[tuple[str, int]], rows: list[tuple[str, ...]], results: dict, out_json) -> dict:
+    """Print `rows` (formatted strings) under `columns` ((title, width) each: the first column left-aligned,
+    the rest right-aligned), then write `results` to `out_json` as JSON. Returns `results`."""
+    def line(cells) -> str:
+        return " ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, (_, w)) in enumerate(zip(cells, columns)))
+    print(line([title for title, _ in columns]))
+    for row in rows:
+        print(line(row))
+    Path(out_json).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out_json}")
+    return results

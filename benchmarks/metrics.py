@@ -15,19 +15,17 @@ All results are checked to agree (to 1e-9) before anything is timed. Prints a ta
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import sacrebleu
 from rouge_score import rouge_scorer
 
 from gpt2.metrics import bleu, porter, rouge
 from gpt2.cli import config_to_dict, parse_config
-from benchmarks.harness import median_time
+from benchmarks.harness import median_time, print_table_and_save
 
 
 @dataclass
@@ -106,16 +104,12 @@ def main(argv=None) -> dict:
         t_ref, runs_ref = median_time(ref, cfg.repeats)
         results[name] = {"ours_s": t_ours, "reference_s": t_ref, "speedup": t_ref / t_ours,
                          "ours_runs": runs_ours, "reference_runs": runs_ref}
-        rows.append((name, t_ours, t_ref, t_ref / t_ours))
+        rows.append((name, f"{t_ours:.3f}s", f"{t_ref:.3f}s", f"{t_ref / t_ours:.2f}x"))
 
     print(f"{cfg.pairs:,} pairs, median of {cfg.repeats} runs; BLEU = {ours.score:.2f}, "
           f"mean ROUGE-Lsum F = {rouge.corpus_rouge(refs, hyps)['rougeLsum'].fmeasure:.4f}")
-    print(f"{'metric':<28} {'ours':>10} {'reference':>10} {'speedup':>8}")
-    for name, a, b, ratio in rows:
-        print(f"{name:<28} {a:>9.3f}s {b:>9.3f}s {ratio:>7.2f}x")
-    Path(cfg.out_json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {cfg.out_json}")
-    return results
+    return print_table_and_save([("metric", 28), ("ours", 10), ("reference", 10), ("speedup", 8)], rows, results,
+                                cfg.out_json)
 
 
 if __name__ == "__main__":
