@@ -144,7 +144,8 @@ def dose_response_plot(arms: dict[str, dict], results_dir: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    points = sorted((float(n.removeprefix("alpha=")), a["loss"]) for n, a in arms.items() if n.startswith("alpha="))
+    points = sorted((float(n.removeprefix("alpha=")), a["loss"]) for n, a in arms.items()
+                    if n.startswith("alpha=") and "," not in n)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if points:
         x = [p[0] for p in points]
@@ -173,19 +174,20 @@ def dose_response_plot(arms: dict[str, dict], results_dir: Path) -> Path | None:
 def report(results_dir: str | Path) -> str:
     """results_dir/study.md and study.json (and dose_response.png with matplotlib) from what study.py wrote."""
     results_dir = Path(results_dir)
+    heldout = results_dir / "heldout"
     def order(name: str) -> tuple:  # alpha from ordinary sampling down, then the controls, students, references
-        if name.startswith("alpha="):
+        if name.startswith("alpha=") and "," not in name:
             return (0, -float(name.removeprefix("alpha=")))
         return ({"subset": 1, "base": 3}.get(name, 2), name)
 
-    runs = dict(sorted(study_arms(results_dir).items(), key=lambda kv: order(kv[0])))
+    runs = dict(sorted(study_arms(heldout).items(), key=lambda kv: order(kv[0])))
     arms = {name: arm_summary(r) for name, r in runs.items()}
     for name in runs.keys() - {"subset", "base"}:
         arms[name]["vs_subset"] = paired_ratio(runs[name], runs.get("subset", []))
     for single in ("base", "teacher-as-trained", "teacher"):  # a base model that is not trained from scratch is one model, not one per seed
-        if (results_dir / f"{single}.json").exists():
-            arms[single] = arm_summary([read_json(results_dir / f"{single}.json")])
-    ngram = read_json(results_dir / "ngram.json") if (results_dir / "ngram.json").exists() else None
+        if (heldout / f"{single}.json").exists():
+            arms[single] = arm_summary([read_json(heldout / f"{single}.json")])
+    ngram = read_json(heldout / "ngram.json") if (heldout / "ngram.json").exists() else None
     sets = [r for r in (read_json(p) for p in sorted((results_dir / "sets").glob("*.json"))) if r]
     if not arms:
         raise FileNotFoundError(f"no study results in {results_dir}: run `python study.py` (`make study`) first")

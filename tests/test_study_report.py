@@ -41,7 +41,8 @@ def test_paired_ratio_matches_seeds():
 def test_command_line_writes_study_md_and_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit, match="make study"):
         study_report.main(["--results_dir", str(tmp_path)])
-    (tmp_path / "alpha=1-s0.json").write_text(json.dumps({"name": "alpha=1-s0", "perplexity": {"loss": 5.0}}))
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "alpha=1-s0.json").write_text(json.dumps({"name": "alpha=1-s0", "perplexity": {"loss": 5.0}}))
     text = study_report.main(["--results_dir", str(tmp_path)])
     assert text == (tmp_path / "study.md").read_text() and "| alpha=1 | 1 | 148.4 |" in text
     assert json.loads((tmp_path / "study.json").read_text())["arms"]["alpha=1"]["seeds"] == 1
