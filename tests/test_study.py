@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import study
+import study_eval
 import study_report
 import train
 from data.loader import SplitTokens
@@ -188,3 +189,26 @@ def test_command_line_lists_every_setting(capsys):
         assert flag in text
     with pytest.raises(SystemExit):
         study.main(["--alphas"])  # a list needs values
+
+
+def test_brackets_name_their_sets_and_bad_ones_are_refused():
+    cfg = study.StudyConfig()
+    assert cfg.samplings() == {"alpha=1": (1.0, 0.002), "alpha=0.5": (0.5, 0.002), "alpha=0": (0.0, 0.002),
+                               "alpha=-0.5": (-0.5, 0.002), "alpha=-1": (-1.0, 0.002), "alpha=2": (2.0, 0.002),
+                               "alpha=1,min_p=0": (1.0, 0.0), "alpha=1,min_p=0.1": (1.0, 0.1),
+                               "alpha=-1,min_p=0.1": (-1.0, 0.1)}
+    for bad, says in ((dict(brackets=["alpha=1,min_p=0.002"]), "repeats the arm alpha=1"),
+                      (dict(brackets=["beta=1"]), "alpha=A or alpha=A,min_p=M"),
+                      (dict(brackets=["alpha=-1,min_p=0"]), "above 0 when alpha <= 0"),
+                      (dict(extra_seeds=[2]), "repeat some of --seeds"), (dict(heldout_tokens=-1), "heldout_tokens")):
+        with pytest.raises(ValueError, match=says):
+            study.StudyConfig(**bad)
+
+
+def test_the_test_split_is_cut_at_the_dev_test_boundary():
+    dev, held = study_eval.cut_test_split(286_221, 60_000, 0)
+    assert (dev.first, dev.n_tokens, held.first, held.n_tokens) == (0, 60_000, 60_000, 226_221)
+    assert study_eval.cut_test_split(286_221, 60_000, 100_000)[1].n_tokens == 100_000
+    assert study_eval.cut_test_split(1000, 400, 5000)[1].n_tokens == 600  # a cap past the end: to the end
+    with pytest.raises(ValueError, match="dev_test_tokens"):
+        study_eval.cut_test_split(1000, 999, 0)
