@@ -173,6 +173,36 @@ def best_alpha(dev_results: Path, alphas: list[float], seeds: list[int]) -> floa
     return min(alphas, key=mean_loss)
 
 
+class Progress:
+    """Training runs done out of those planned, by kind (arm, student), and the time left at this invocation's
+    pace: a run's time is the wall time since the previous one ended (its set, training and evaluations); a run
+    an earlier invocation finished counts as done, but not timed."""
+
+    def __init__(self, planned: dict[str, int], say):
+        self.planned, self.say = planned, say
+        self.done = dict.fromkeys(planned, 0)
+        self.seconds: dict[str, list[float]] = {kind: [] for kind in planned}
+        self.mark = time.perf_counter()
+
+    def start(self) -> None:
+        self.mark = time.perf_counter()
+
+    def finished(self, kind: str, name: str, fresh: bool) -> None:
+        now = time.perf_counter()
+        self.done[kind] += 1
+        if fresh:
+            self.seconds[kind].append(now - self.mark)
+        self.mark = now
+        left = []
+        for k, n in self.planned.items():
+            rest, times = n - self.done[k], self.seconds[k]
+            if rest > 0:
+                pace = f"about {rest * sum(times) / len(times) / 60:.0f} min" if times else "not timed yet"
+                left.append(f"{rest} {k}s, {pace}")
+        self.say(f"{name} done: {sum(self.done.values())} of {sum(self.planned.values())} runs"
+                 + (f"; left: {'; '.join(left)}" if left else ""))
+
+
 class Study:
     """The steps, each writing its result under work_dir / results_dir and skipped when it is there."""
 
@@ -186,6 +216,9 @@ class Study:
         self.evals = Evaluations(cfg, self.results, self.train_tokens, self.say, self.device, self.amp_dtype)
         self.buckets = self.evals.buckets
         self.t0 = time.perf_counter()
+        per_seed = len(cfg.samplings()) + 1 + int(cfg.full_train)  # the synthetic sets, the subset, full-train
+        self.progress = Progress({"arm": len(cfg.seeds) * per_seed + 2 * len(cfg.extra_seeds),
+                                  "student": len(cfg.seeds) * (2 + int(cfg.kd_ablation)) if cfg.kd else 0}, self.say)
 
     def say(self, text: str) -> None:
         print(f"[study {time.perf_counter() - self.t0:7.0f} s] {text}", flush=True)
@@ -289,12 +322,13 @@ class Study:
         return max(1, round(self.cfg.arm_epochs * self.cfg.set_tokens / self.cfg.batch_tokens))
 
     def arm(self, name: str, set_dir: Path, seed: int) -> None:
-        cfg = self.cfg
+        cfg, fresh = self.cfg, bool(self.evals.todo(f"{name}-s{seed}.json"))
         shape = dict(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width)
         run = self.train_run(f"{name}-s{seed}", init=cfg.arm_init, **(shape if cfg.arm_init == "scratch" else {}),
                              max_steps=self.arm_steps(), lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20, dropout=cfg.arm_dropout,
                              data_dir=str(set_dir), seed=seed)
         self.evals.model(f"{name}-s{seed}", run)
+        self.progress.finished("arm", f"{name}-s{seed}", fresh)
 
     def seed_arms(self, teacher: Path, seed: int, sets: dict[str, dict[int, Path]], *, extra: bool) -> None:
         """One seed's sets and arms: every synthetic set (an extra seed: the first alpha's only), the real subset
@@ -319,16 +353,19 @@ class Study:
         for seed in cfg.seeds:
             for data, layers in students:
                 name = f"kd-{layers}-{data}-s{seed}"
+                fresh = bool(self.evals.todo(f"{name}.json"))
                 run = self.train_run(name, init=str(teacher), init_layers=choices[layers], teacher=str(teacher),
                                      max_steps=self.arm_steps(), lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60,
                                      dropout=cfg.arm_dropout, data_dir=str(sets[data][seed]), seed=seed)
                 self.evals.model(name, run)
+                self.progress.finished("student", name, fresh)
 
     def run(self) -> None:
         cfg = self.cfg
         self.evals.baselines()
         self.base()
         teacher = self.teacher()
+        self.progress.start()
         sets: dict[str, dict[int, Path]] = {}
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
             self.seed_arms(teacher, seed, sets, extra=False)

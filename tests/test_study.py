@@ -122,10 +122,13 @@ def test_the_guard_catches_a_choice_that_reads_heldout(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypatch):
+def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypatch, capsys):
     cfg = toy_config(tmp_path)
     guard = guard_the_choices(monkeypatch, cfg.dev_test_tokens)
     study.Study(cfg).run()
+    out = capsys.readouterr().out  # 2 seeds x (3 sets, subset, full-train) + 1 extra seed x 2 arms; 6 students
+    assert "alpha=1-s0 done: 1 of 18 runs; left: 11 arms, about" in out and "; 6 students, not timed yet" in out
+    assert "done: 18 of 18 runs\n" in out
     assert guard.calls["best_alpha"] == 1 and guard.calls["tune_lambda"] >= 2 and guard.calls["train"] >= 10
     results = Path(cfg.results_dir)
     sets = {"alpha=1-s0", "alpha=1-s1", "alpha=1-s2", "alpha=-1-s0", "alpha=-1-s1", "alpha=1,min_p=0-s0",
