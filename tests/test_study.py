@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,15 @@ def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypa
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
     study.Study(cfg).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before
+
+    # An interruption that lost pieces: a whole arm (its run and both evaluations), one slice of a student's
+    # evaluation and one set's n-grams. They are redone, and the tables come out the same.
+    shutil.rmtree(Path(cfg.work_dir) / "runs" / "alpha=-1-s1")
+    for lost in ("dev/alpha=-1-s1.json", "heldout/alpha=-1-s1.json", "heldout/kd-distilgpt2-subset-s1.json",
+                 "dev/set-ngrams/subset-s0.json"):
+        (results / lost).unlink()
+    study.Study(cfg).run()
+    assert study_report.report(results) == text
 
 
 @pytest.mark.slow
