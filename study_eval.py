@@ -101,29 +101,35 @@ class Evaluations:
                 "perplexity": ppl.as_dict(),
                 "perplexity_by_frequency": {"buckets": tail.bucket_perplexity(test[1:], ppl.token_nll, self.buckets)}})
 
-    def ngram_record(self, fitted_on: np.ndarray, piece: TestSlice) -> dict:
-        """Add-one unigram and interpolated bigram fitted on `fitted_on` (lambda tuned on val), scored on a slice."""
+    def ngram_records(self, fitted_on: np.ndarray, pieces: list[TestSlice]) -> dict[str, dict]:
+        """Add-one unigram and interpolated bigram fitted on `fitted_on` (lambda tuned on val), scored on each
+        slice of `pieces`: {slice name: record}."""
         counts = ngram.count_ngrams(fitted_on)
         lam = ngram.tune_lambda(counts, self.val_tokens)
-        test = self.tokens(piece)
-        record = {"first_token": piece.first, "eval_tokens": piece.n_tokens, "fitted_tokens": len(fitted_on),
-                  "bigram_lambda": lam}
-        for kind, nll in (("unigram", ngram.unigram_nll(counts, test)), ("bigram", ngram.bigram_nll(counts, test, lam))):
-            loss, ppl = ngram.perplexity(nll)
-            record[kind] = {"loss": loss, "ppl": ppl, "by_frequency": tail.bucket_perplexity(test[1:], nll, self.buckets)}
-        return record
+        records = {}
+        for piece in pieces:
+            test = self.tokens(piece)
+            record = {"first_token": piece.first, "eval_tokens": piece.n_tokens, "fitted_tokens": len(fitted_on),
+                      "bigram_lambda": lam}
+            for kind, nll in (("unigram", ngram.unigram_nll(counts, test)), ("bigram", ngram.bigram_nll(counts, test, lam))):
+                loss, ppl = ngram.perplexity(nll)
+                record[kind] = {"loss": loss, "ppl": ppl, "by_frequency": tail.bucket_perplexity(test[1:], nll, self.buckets)}
+            records[piece.name] = record
+        return records
 
     def baselines(self) -> None:
         """The n-gram models of the train split, on both slices (ngram.json)."""
-        for piece in self.todo("ngram.json"):
-            record = self.ngram_record(self.train_tokens, piece)
-            write_json(self.results / piece.name / "ngram.json", record)
-            self.say(f"baselines on {piece.name}: unigram ppl {record['unigram']['ppl']:.1f}, "
+        pieces = self.todo("ngram.json")
+        for name, record in (self.ngram_records(self.train_tokens, pieces) if pieces else {}).items():
+            write_json(self.results / name / "ngram.json", record)
+            self.say(f"baselines on {name}: unigram ppl {record['unigram']['ppl']:.1f}, "
                      f"bigram {record['bigram']['ppl']:.1f}")
 
     def set_ngrams(self, set_dir: Path) -> None:
         """The n-gram models of one training set, on both slices: how much of an arm is the set's frequencies."""
         relative = f"set-ngrams/{set_dir.name}.json"
-        for piece in self.todo(relative):
+        pieces = self.todo(relative)
+        if pieces:
             tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
-            write_json(self.results / piece.name / relative, {"set": set_dir.name, **self.ngram_record(tokens, piece)})
+            for name, record in self.ngram_records(tokens, pieces).items():
+                write_json(self.results / name / relative, {"set": set_dir.name, **record})
