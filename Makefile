@@ -130,7 +130,8 @@ study-report: install  ## redraw the study's tables and plot ($(STUDY_RESULTS)/s
 study-gpt2: install $(DATA)/manifest.json  ## the same sweep with GPT-2 itself (a GPU) -> results/study-gpt2/
 	$(PY) study.py --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 --teacher_init gpt2 \
 		--min_p 0.1 --arm_init gpt2 --arm_epochs 2 --teacher_steps 220 --teacher_lr 1e-4 --arm_lr 1e-4 --seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 \
-		--set_tokens 600000 --eval_tokens 0 --gen_passages 200 --gen_prompt_tokens 128 --gen_new_tokens 64 $(STUDY_ARGS)
+		--set_tokens 600000 --gen_passages 200 --gen_prompt_tokens 128 --gen_new_tokens 64 \
+		--brackets alpha=2 alpha=1,min_p=0 alpha=1,min_p=0.002 alpha=-1,min_p=0.002 $(STUDY_ARGS)
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=

@@ -4,7 +4,8 @@
     python evaluate.py --model runs/finetune             # a train.py run (its best.pt)
     python evaluate.py --model runs/finetune --device cpu --max_eval_tokens 4096 --gen_passages 8   # quick
 
-Two tasks, both deterministic (the same tokens every time):
+Two tasks, both deterministic (the same tokens every time), on the whole split or on a slice of it
+(--first_token, --max_eval_tokens: the tokens [first, first + max), evaluated as a text of its own):
 1. Perplexity of the whole split with sliding windows (`gpt2.metrics.perplexity`): every token scored once,
    each with at least seq_len - stride tokens of context. The split's text is its tokens decoded
    (lossless: data.prepare guarantees shards decode to the raw text byte for byte), which gives
@@ -68,8 +69,10 @@ class EvalConfig:
     name: str | None = None  # the model's label in the table; None: derived from --model (runs/finetune -> finetune)
     data_dir: str = "shards/wikitext2"  # folder of {split}_NNNNNN.bin shards written by `python -m data.prepare`
     split: str = "test"  # which split to evaluate: train, val or test
-    max_eval_tokens: int | None = None  # evaluate only the first this many tokens of the split (a quick run);
-                                        # None: the whole split. Recorded in the results and the table
+    first_token: int = 0  # evaluate the slice that starts at this token of the split (perplexity, frequency
+                          # buckets and passages all inside it; the study's held-out slice starts at 60,000)
+    max_eval_tokens: int | None = None  # evaluate only the first this many tokens from --first_token (a quick run);
+                                        # None: to the end of the split. Recorded in the results and the table
     # perplexity
     seq_len: int | None = None  # tokens per window; None: the model's n_positions, at most 1024
     stride: int | None = None  # tokens between window starts; None: seq_len // 2, so that every token but
@@ -96,6 +99,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         require_positive(self, "batch_size", "gen_passages", "gen_prompt_tokens", "gen_new_tokens", "gen_batch_size",
                          "max_eval_tokens", "seq_len", "stride")
+        if self.first_token < 0:
+            raise ValueError(f"--first_token must be >= 0 (a token offset into the split), got {self.first_token}")
         if self.max_eval_tokens is not None and self.max_eval_tokens < 2:
             raise ValueError(f"--max_eval_tokens must be at least 2 (one target), got {self.max_eval_tokens}")
         if self.name is None:
@@ -184,7 +189,10 @@ HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" if c in ("model",
 def table_row(results: dict) -> list[str]:
     ppl, gen, run = results["perplexity"], results["generation"], results["model"]["run"] or {}
     stemmed = " (stemmed)" if results["config"].get("rouge_stemmer") else ""  # not comparable with unstemmed rows
-    return [results["name"], results["data"]["label"], results["data"]["split"],
+    data = results["data"]
+    first = data.get("first_token", 0)  # a slice that does not start the split is its own row: test[60,000:]
+    split = data["split"] if not first else f"{data['split']}[{first:,}:]"
+    return [results["name"], data["label"], split,
             f"{results['data']['n_tokens_evaluated']:,}", f"{ppl['ppl']:.2f}", f"{ppl['word_ppl']:.2f}",
             f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", *(f"{gen[k]:.4f}{stemmed}" for k in ("rouge1", "rouge2", "rougeL")),
             count(run.get("train_tokens")), duration(run.get("train_seconds")),
@@ -245,17 +253,21 @@ def load_for_eval(cfg: EvalConfig, device: torch.device) -> tuple:
 
 
 def eval_tokens(cfg: EvalConfig, split: SplitTokens, vocab_size: int) -> tuple[np.ndarray, bytes, bool | None]:
-    """The evaluated tokens (the split, or its first --max_eval_tokens), the raw text they stand for, and
-    whether that text matches the manifest's checksum (None when not checkable)."""
-    n_eval = len(split) if cfg.max_eval_tokens is None else min(cfg.max_eval_tokens, len(split))
-    tokens = split[0:n_eval]  # (n_eval,) uint16, in memory
+    """The evaluated tokens (the split from --first_token, at most --max_eval_tokens of them), the raw text they
+    stand for, and whether that text matches the manifest's checksum (None when not checkable)."""
+    first = cfg.first_token
+    if first > len(split) - 2:
+        raise EvalError(f"--first_token {first:,} leaves fewer than 2 tokens of the {len(split):,} in {split!r}: "
+                        "lower it")
+    n_eval = len(split) - first if cfg.max_eval_tokens is None else min(cfg.max_eval_tokens, len(split) - first)
+    tokens = split[first : first + n_eval]  # (n_eval,) uint16, in memory
     if int(tokens.max()) >= vocab_size:
         raise EvalError(f"{split!r} holds token id {int(tokens.max())} but the model's vocabulary has "
                         f"{vocab_size} tokens: these shards were written for another tokenizer")
     raw = tokenizer.decode_bytes(tokens.tolist())  # exactly the text the tokens stand for
     split_info = (split.manifest or {}).get("splits", {}).get(cfg.split, {})
     verified = None
-    if n_eval == len(split) and "text_sha1" in split_info:
+    if first == 0 and n_eval == len(split) and "text_sha1" in split_info:
         verified = hashlib.sha1(raw).hexdigest() == split_info["text_sha1"]
         if not verified:
             raise EvalError(f"{cfg.data_dir}: the '{cfg.split}' tokens do not decode to the text manifest.json "
@@ -334,8 +346,8 @@ def evaluate(cfg: EvalConfig) -> dict:
 def data_record(cfg: EvalConfig, split: SplitTokens, n_eval: int, verified: bool | None) -> dict:
     manifest = split.manifest or {}
     return {"data_dir": cfg.data_dir, "label": Path(cfg.data_dir).resolve().name + (" (offline)" if manifest.get("offline") else ""),
-            "split": cfg.split, "n_tokens_split": len(split), "n_tokens_evaluated": n_eval,
-            "whole_split": n_eval == len(split), "offline": manifest.get("offline"), "source": manifest.get("source"),
+            "split": cfg.split, "n_tokens_split": len(split), "first_token": cfg.first_token,
+            "n_tokens_evaluated": n_eval, "whole_split": n_eval == len(split), "offline": manifest.get("offline"), "source": manifest.get("source"),
             "text_sha1_matches_manifest": verified, "shards": [p.name for p in split.shards]}
 
 

@@ -5,25 +5,35 @@ as ordinary samples, hotter samples or real text of the same size? A dose-respon
     make study                            # the same after `make data-offline` (offline splits, 2 CPU cores)
 
 Design (every choice is a StudyConfig field):
-1. Baselines on the evaluated test tokens: add-one unigram and interpolated bigram of the train split.
+0. The protocol (study_eval.py): the test split is cut in two. The dev-test slice (its first `dev_test_tokens`)
+   is where choices are made (which alpha feeds a student; recipes); the held-out slice (the rest, or
+   `heldout_tokens` of it) gives every headline figure and is read by no choosing code. Every evaluation
+   below runs on both slices and is stored side by side: results_dir/dev/<name>.json, results_dir/heldout/<name>.json.
+1. Baselines: add-one unigram and interpolated bigram of the train split (lambda tuned on val).
 2. The teacher: a small GPT trained from scratch on the train split (train.py). The types the split never
    holds then get the mean embedding row of its once-seen types (gpt2/unseen.py, Good-Turing's estimate);
    the teacher is evaluated like every arm, before ("teacher-as-trained") and after.
 3. For each seed and each alpha: a synthetic set of `set_tokens` tokens (distill.py: prompts from the real
    train split, continuations drawn with weight p^alpha inside the plausible set {p >= min_p p_max};
    the seed picks prompts and draws), and a random real subset of the same size and sequence length
-   (data/subset.py, same seed). Every set gets its statistics: distinct-n, unigram entropy, how many of the
-   train split's types (and rare types) it holds, and the teacher's mean NLL of it.
+   (data/subset.py, same seed). Brackets: more sets at other (alpha, min_p) (`brackets`: colder alpha = 2,
+   pure sampling at min-p 0, the recipe's min-p 0.1), and `extra_seeds` for ordinary sampling and the subset.
+   Every set gets its statistics: distinct-n, unigram entropy, how many of the train split's types (and rare
+   types) it holds, the teacher's mean NLL of it, and a unigram and bigram fitted on it (the set's frequencies alone).
 4. Each arm: the same small architecture trained from scratch on its set for the same steps (train.py,
-   the seed also seeds init, data order and dropout), then evaluated on the test tokens: perplexity, bits per
+   the seed also seeds init, data order and dropout), then evaluated on both test slices: perplexity, bits per
    byte, word perplexity, perplexity by the target's frequency in the train split, BLEU and ROUGE of greedy
-   continuations. References: the teacher, and the arms' architecture before any training ("base").
+   continuations. References: the teacher, the arms' architecture before any training ("base"), and the
+   ceiling: the same model trained on the whole train split for the same steps ("full-train").
 5. Knowledge distillation: a student cut from the teacher's layers (DistilGPT2's evenly spaced choice, and
-   every other layer as an ablation) trained with the KD loss on the real subset and on the best synthetic set.
-6. The report (study_report.py): mean +- 95% CI over seeds (Student's t), the frequency-bucket table, the set
-   statistics, and (with matplotlib) the dose-response plot: test perplexity against alpha.
+   every other layer as an ablation) trained with the KD loss on the real subset and on the best synthetic set
+   (best on dev-test: `best_alpha`).
+6. The report (study_report.py): held-out figures with dev-test beside them, mean +- 95% CI over seeds
+   (Student's t), paired contrasts and a trend test over alpha, the frequency-bucket table, the set
+   statistics, and (with matplotlib) the dose-response plot: held-out perplexity against alpha.
 
-Results land in `results_dir` (JSON per evaluation, study.md, study.json, plots); runs and sets in `work_dir`.
+Results land in `results_dir` (dev/ and heldout/: JSON per evaluation; sets/; study.md, study.json, plots);
+runs and sets in `work_dir`.
 """
 
 from __future__ import annotations
@@ -40,10 +50,10 @@ import distill
 import evaluate
 import study_report
 import train
+from study_eval import DEV, Evaluations, write_json
 from gpt2.train_config import TrainConfig
 from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
-from gpt2.atomic import atomic_open
 from gpt2.checkpoint import load_checkpoint, load_model, model_from_state, save_checkpoint
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
@@ -63,13 +73,21 @@ class StudyConfig:
     work_dir: str = "study"  # runs and synthetic sets (large, not committed)
     results_dir: str = "results/study"  # evaluations, tables and plots (small, committed)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seed: its own prompts, draws, init, data order
-    alphas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.0, -0.5, -1.0, -2.0])  # weights p^alpha
-    min_p: float = 0.002  # the plausible set of every synthetic arm: p >= min_p * p_max (the small teacher's
-    # alpha=1 samples keep real text's distinct-2 only with a wide set; GPT-2's recipe uses 0.1)
+    extra_seeds: list[int] = field(default_factory=lambda: [3, 4, 5])  # more seeds for the first alpha (ordinary
+    # sampling) and the real subset only: their gap was unresolved at 3 seeds
+    alphas: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.0, -0.5, -1.0])  # the sweep: weights p^alpha
+    min_p: float = 0.002  # the plausible set of the sweep: p >= min_p * p_max (the small teacher's alpha=1
+    # samples keep real text's distinct-2 only with a wide set; GPT-2's recipe uses 0.1)
+    brackets: list[str] = field(default_factory=lambda: ["alpha=2", "alpha=1,min_p=0", "alpha=1,min_p=0.1",
+                                                         "alpha=-1,min_p=0.1"])  # more synthetic arms around the
+    # sweep, each "alpha=A" (at --min_p) or "alpha=A,min_p=M": colder, pure sampling, the recipe's plausible set
+    full_train: bool = True  # the ceiling arm: the arms' model trained on the whole train split for the same steps
+    dev_test_tokens: int = 60_000  # the test split's first tokens: the dev-test slice, where choices are made;
+    # the held-out slice (every headline figure) starts here
+    heldout_tokens: int = 0  # the held-out slice's length (0: to the end of the test split)
     set_tokens: int = 50_000  # the token budget of every arm's training set
     prompt_tokens: int = 32  # real tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds to each prompt
-    eval_tokens: int = 60_000  # evaluate on this prefix of the test split (the whole split: 0)
     # the teacher, trained on the train split: from scratch (the sizes below) or fine-tuned from a model
     teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2: the GPU recipe, `make study-gpt2`)
     teacher_layers: int = 4  # teacher_init scratch: transformer blocks
@@ -101,11 +119,88 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if not self.seeds or not self.alphas:
             raise ValueError("--seeds and --alphas must each list at least one value")
-        require_positive(self, "set_tokens", "teacher_steps", "seq_len", "batch_tokens", "gen_passages", "micro_batch_size")
+        if set(self.seeds) & set(self.extra_seeds):
+            raise ValueError(f"--extra_seeds {self.extra_seeds} repeat some of --seeds {self.seeds}: list new seeds")
+        require_positive(self, "set_tokens", "teacher_steps", "seq_len", "batch_tokens", "gen_passages",
+                         "micro_batch_size", "dev_test_tokens")
+        if self.heldout_tokens < 0:
+            raise ValueError(f"--heldout_tokens must be >= 0 (0: to the end of the test split), got {self.heldout_tokens}")
+        self.samplings()  # a bracket that repeats an arm is an error
+
+    def samplings(self) -> dict[str, tuple[float, float]]:
+        """Every synthetic arm: its name -> (alpha, min_p); the sweep first (at --min_p), then the brackets."""
+        arms = {sampling_name(a, self.min_p, self.min_p): (a, self.min_p) for a in self.alphas}
+        for spec in self.brackets:
+            alpha, min_p = parse_bracket(spec, self.min_p)
+            name = sampling_name(alpha, min_p, self.min_p)
+            if name in arms:
+                raise ValueError(f"--brackets {spec!r} repeats the arm {name} (of --alphas, at --min_p {self.min_p:g}, "
+                                 "or another bracket): drop it, or give it another min_p")
+            arms[name] = (alpha, min_p)
+        return arms
+
+
+def sampling_name(alpha: float, min_p: float, study_min_p: float) -> str:
+    """The name of a synthetic set and its arm: alpha=-1 at the study's min_p, alpha=-1,min_p=0.1 at another."""
+    return f"alpha={alpha:g}" if min_p == study_min_p else f"alpha={alpha:g},min_p={min_p:g}"
 
 
 def alpha_name(alpha: float) -> str:
     return f"alpha={alpha:g}"
+
+
+def parse_bracket(spec: str, default_min_p: float) -> tuple[float, float]:
+    """'alpha=A' -> (A, default_min_p); 'alpha=A,min_p=M' -> (A, M)."""
+    try:
+        fields = dict(part.split("=", 1) for part in spec.split(","))
+        if set(fields) - {"alpha", "min_p"} or "alpha" not in fields:
+            raise ValueError
+        alpha, min_p = float(fields["alpha"]), float(fields.get("min_p", default_min_p))
+    except ValueError:
+        raise ValueError(f"--brackets {spec!r}: write each as alpha=A or alpha=A,min_p=M (e.g. alpha=1,min_p=0.1)") from None
+    if not 0 <= min_p < 1 or (alpha <= 0 and min_p == 0):
+        raise ValueError(f"--brackets {spec!r}: min_p must lie in [0, 1), and above 0 when alpha <= 0 (the inverted "
+                         "and uniform draws need a plausible set)")
+    return alpha, min_p
+
+
+def best_alpha(dev_results: Path, alphas: list[float], seeds: list[int]) -> float:
+    """The alpha whose arms have the lowest mean dev-test log-perplexity over seeds: the set a student is
+    distilled on. It reads dev/ results only: a choice never looks at the held-out slice."""
+    def mean_loss(alpha: float) -> float:
+        return float(np.mean([json.loads((dev_results / f"{alpha_name(alpha)}-s{s}.json").read_text())["perplexity"]["loss"]
+                              for s in seeds]))
+    return min(alphas, key=mean_loss)
+
+
+class Progress:
+    """Training runs done out of those planned, by kind (arm, student), and the time left at this invocation's
+    pace: a run's time is the wall time since the previous one ended (its set, training and evaluations); a run
+    an earlier invocation finished counts as done, but not timed."""
+
+    def __init__(self, planned: dict[str, int], say):
+        self.planned, self.say = planned, say
+        self.done = dict.fromkeys(planned, 0)
+        self.seconds: dict[str, list[float]] = {kind: [] for kind in planned}
+        self.mark = time.perf_counter()
+
+    def start(self) -> None:
+        self.mark = time.perf_counter()
+
+    def finished(self, kind: str, name: str, fresh: bool) -> None:
+        now = time.perf_counter()
+        self.done[kind] += 1
+        if fresh:
+            self.seconds[kind].append(now - self.mark)
+        self.mark = now
+        left = []
+        for k, n in self.planned.items():
+            rest, times = n - self.done[k], self.seconds[k]
+            if rest > 0:
+                pace = f"about {rest * sum(times) / len(times) / 60:.0f} min" if times else "not timed yet"
+                left.append(f"{rest} {k}s, {pace}")
+        self.say(f"{name} done: {sum(self.done.values())} of {sum(self.planned.values())} runs"
+                 + (f"; left: {'; '.join(left)}" if left else ""))
 
 
 class Study:
@@ -116,36 +211,19 @@ class Study:
         self.results.mkdir(parents=True, exist_ok=True)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
         self.train_counts = ngram.type_counts(self.train_tokens)
-        self.buckets = tail.frequency_buckets(self.train_counts)
-        test = SplitTokens(cfg.data_dir, "test")
-        self.eval_tokens = min(cfg.eval_tokens or len(test), len(test))
         # Every step on the device the runs train on (study-gpt2: the GPU), in the precision they train in.
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
+        self.evals = Evaluations(cfg, self.results, self.train_tokens, self.say, self.device, self.amp_dtype)
+        self.buckets = self.evals.buckets
         self.t0 = time.perf_counter()
+        per_seed = len(cfg.samplings()) + 1 + int(cfg.full_train)  # the synthetic sets, the subset, full-train
+        self.progress = Progress({"arm": len(cfg.seeds) * per_seed + 2 * len(cfg.extra_seeds),
+                                  "student": len(cfg.seeds) * (2 + int(cfg.kd_ablation)) if cfg.kd else 0}, self.say)
 
     def say(self, text: str) -> None:
         print(f"[study {time.perf_counter() - self.t0:7.0f} s] {text}", flush=True)
 
-    def write_json(self, path: Path, record: dict) -> None:
-        with atomic_open(path) as f:
-            f.write((json.dumps(record, indent=2) + "\n").encode())
-
-    # ---- 1. baselines
-    def baselines(self) -> None:
-        path = self.results / "ngram.json"
-        if path.exists():
-            return
-        test = SplitTokens(self.cfg.data_dir, "test")[: self.eval_tokens].astype(np.int64)
-        counts = ngram.count_ngrams(self.train_tokens)
-        lam = ngram.tune_lambda(counts, SplitTokens(self.cfg.data_dir, "val")[:].astype(np.int64))
-        record = {"eval_tokens": self.eval_tokens, "bigram_lambda": lam}
-        for name, nll in (("unigram", ngram.unigram_nll(counts, test)), ("bigram", ngram.bigram_nll(counts, test, lam))):
-            record[name] = {"ppl": ngram.perplexity(nll)[1],
-                            "by_frequency": tail.bucket_perplexity(test[1:], nll, self.buckets)}
-        self.write_json(path, record)
-        self.say(f"baselines: unigram ppl {record['unigram']['ppl']:.1f}, bigram {record['bigram']['ppl']:.1f}")
-
-    # ---- training and evaluation
+    # ---- training
     def train_run(self, name: str, **overrides) -> Path:
         """train.py into work_dir/runs/<name>; a finished run (its summary written) is skipped, a cut one resumed."""
         run_dir = self.work / "runs" / name
@@ -158,22 +236,8 @@ class Study:
                         resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, warmup_steps=10)
         self.say(f"training {name}")
         summary = train.train(TrainConfig(**{**settings, **overrides}))
-        self.write_json(done, summary)
+        write_json(done, summary)
         return run_dir
-
-    def evaluate_run(self, name: str, source: Path) -> dict:
-        path = self.results / f"{name}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        cfg = self.cfg
-        self.say(f"evaluating {name}")
-        results = evaluate.evaluate(evaluate.EvalConfig(
-            model=str(source), name=name, data_dir=cfg.data_dir, split="test", max_eval_tokens=self.eval_tokens,
-            seq_len=cfg.seq_len, gen_passages=cfg.gen_passages, gen_prompt_tokens=cfg.gen_prompt_tokens,
-            gen_new_tokens=cfg.gen_new_tokens,
-            gen_batch_size=cfg.gen_passages, device=cfg.device, out_json=str(path),
-            table=str(self.results / "evaluations.md"), progress=False))
-        return results
 
     # ---- 2. the teacher
     def teacher(self) -> Path:
@@ -184,9 +248,9 @@ class Study:
                              dropout=cfg.teacher_dropout, data_dir=cfg.data_dir, seed=1337,
                              eval_interval=max(1, cfg.teacher_steps // 8))
         if cfg.teacher_init != "scratch" or not cfg.share_unseen:
-            self.evaluate_run("teacher", run)
+            self.evals.model("teacher", run)
             return run / "best.pt"
-        self.evaluate_run("teacher-as-trained", run)
+        self.evals.model("teacher-as-trained", run)
         path = run / "teacher.pt"
         if not path.exists():
             state = load_checkpoint(run / "best.pt")
@@ -194,52 +258,48 @@ class Study:
             n = share_unseen_rows(model, self.train_counts)
             save_checkpoint(path, {**state, "model": model.state_dict(), "unseen_rows_shared": n})
             self.say(f"teacher: the {n:,} types absent from the train split share the mean row of its once-seen types")
-        self.evaluate_run("teacher", path)
+        self.evals.model("teacher", path)
         return path
 
     def base(self) -> None:
         """The arms' model before any training on a set (one random init per seed from scratch): where every arm starts."""
         cfg = self.cfg
         if cfg.arm_init != "scratch":
-            self.evaluate_run("base", Path(cfg.arm_init))
+            self.evals.model("base", Path(cfg.arm_init))
             return
         for seed in cfg.seeds:
-            path = self.results / f"base-s{seed}.json"
-            if path.exists():
-                continue
-            model = GPT(self.arm_config(), seed=seed).to(self.device)
-            test = SplitTokens(cfg.data_dir, "test")[: self.eval_tokens]
-            ppl = evaluate_perplexity(model, test, seq_len=cfg.seq_len, stride=cfg.seq_len // 2, progress=False,
-                                      per_token=True, device=self.device, autocast_dtype=self.amp_dtype)
-            self.write_json(path, {"name": f"base-s{seed}", "perplexity": ppl.as_dict(),
-                                   "perplexity_by_frequency": {"buckets": tail.bucket_perplexity(
-                                       test[1:].astype(np.int64), ppl.token_nll, self.buckets)}})
+            if self.evals.todo(f"base-s{seed}.json"):
+                self.evals.untrained(f"base-s{seed}", GPT(self.arm_config(), seed=seed).to(self.device))
 
     def arm_config(self) -> GPTConfig:
         cfg = self.cfg
         return GPTConfig(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width, n_positions=cfg.seq_len)
 
     # ---- 3. the sets
-    def synthetic_set(self, teacher: Path, alpha: float, seed: int) -> Path:
-        cfg, out = self.cfg, self.work / "sets" / f"{alpha_name(alpha)}-s{seed}"
+    def synthetic_set(self, teacher: Path, name: str, seed: int) -> Path:
+        cfg, out = self.cfg, self.work / "sets" / f"{name}-s{seed}"
+        alpha, min_p = cfg.samplings()[name]
         if not (out / "manifest.json").exists():
             self.say(f"distilling {out.name}")
             distill.distill(distill.DistillConfig(
-                teacher=str(teacher), data_dir=cfg.data_dir, out_dir=str(out), alpha=alpha, min_p=cfg.min_p,
+                teacher=str(teacher), data_dir=cfg.data_dir, out_dir=str(out), alpha=alpha, min_p=min_p,
                 n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed,
                 device=cfg.device, preview=5))
         self.set_statistics(out, teacher)
         return out
 
-    def subset(self, like: Path, seed: int) -> Path:
+    def subset(self, like: Path, seed: int, teacher: Path) -> Path:
         out = self.work / "sets" / f"subset-s{seed}"
         if not (out / "manifest.json").exists():
             make_subset(SubsetConfig(data_dir=self.cfg.data_dir, like=str(like), out_dir=str(out), seed=seed))
+        self.set_statistics(out, teacher)
         return out
 
     def set_statistics(self, set_dir: Path, teacher: Path) -> dict:
         """distinct-n, entropy, coverage of the train split's types by bucket, and the teacher's mean NLL of the
-        set's first 20,000 tokens (all of them: prompts, continuations and separators, for every kind of set)."""
+        set's first 20,000 tokens (all of them: prompts, continuations and separators, for every kind of set);
+        then the set's own unigram and bigram on both test slices (study_eval.Evaluations.set_ngrams)."""
+        self.evals.set_ngrams(set_dir)
         path = self.results / "sets" / f"{set_dir.name}.json"
         if path.exists():
             return json.loads(path.read_text())
@@ -253,57 +313,64 @@ class Study:
                   "teacher_nll": nll.loss, "teacher_nll_tokens": nll.n_tokens, **stats,
                   "generated_surprisal": manifest.get("quality", {}).get("mean_surprisal_nats"),
                   "dropped_by_filter": manifest.get("filter", {}).get("dropped_total")}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.write_json(path, record)
+        write_json(path, record)
         return record
 
     # ---- 4. the arms
-    def arm(self, name: str, set_dir: Path, seed: int) -> dict:
-        cfg = self.cfg
-        steps = max(1, round(cfg.arm_epochs * cfg.set_tokens / cfg.batch_tokens))
+    def arm_steps(self) -> int:
+        """Optimizer steps of every arm and student: arm_epochs passes over a set of set_tokens."""
+        return max(1, round(self.cfg.arm_epochs * self.cfg.set_tokens / self.cfg.batch_tokens))
+
+    def arm(self, name: str, set_dir: Path, seed: int) -> None:
+        cfg, fresh = self.cfg, bool(self.evals.todo(f"{name}-s{seed}.json"))
         shape = dict(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width)
         run = self.train_run(f"{name}-s{seed}", init=cfg.arm_init, **(shape if cfg.arm_init == "scratch" else {}),
-                             max_steps=steps, lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20, dropout=cfg.arm_dropout,
+                             max_steps=self.arm_steps(), lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20, dropout=cfg.arm_dropout,
                              data_dir=str(set_dir), seed=seed)
-        return self.evaluate_run(f"{name}-s{seed}", run)
+        self.evals.model(f"{name}-s{seed}", run)
+        self.progress.finished("arm", f"{name}-s{seed}", fresh)
+
+    def seed_arms(self, teacher: Path, seed: int, sets: dict[str, dict[int, Path]], *, extra: bool) -> None:
+        """One seed's sets and arms: every synthetic set (an extra seed: the first alpha's only), the real subset
+        at the first set's size and sequence length, and the full-train ceiling (not for an extra seed)."""
+        names = list(self.cfg.samplings())
+        for name in names[:1] if extra else names:
+            sets.setdefault(name, {})[seed] = self.synthetic_set(teacher, name, seed)
+            self.arm(name, sets[name][seed], seed)
+        sets.setdefault("subset", {})[seed] = self.subset(sets[names[0]][seed], seed, teacher)
+        self.arm("subset", sets["subset"][seed], seed)
+        if self.cfg.full_train and not extra:
+            self.arm("full-train", Path(self.cfg.data_dir), seed)
 
     # ---- 5. knowledge distillation
     def students(self, teacher: Path, sets: dict[str, dict[int, Path]]) -> None:
         cfg = self.cfg
-        best = self.best_alpha()
+        best = best_alpha(self.results / DEV, cfg.alphas, cfg.seeds)
         n_layer = load_model(str(teacher)).config.n_layer
         choices = {"distilgpt2": student_layers(n_layer), "every-other": every_other(n_layer)}
-        steps = max(1, round(cfg.arm_epochs * cfg.set_tokens / cfg.batch_tokens))
         students = [("subset", "distilgpt2"), (alpha_name(best), "distilgpt2")]
         students += [(alpha_name(best), "every-other")] if cfg.kd_ablation else []
         for seed in cfg.seeds:
             for data, layers in students:
                 name = f"kd-{layers}-{data}-s{seed}"
+                fresh = bool(self.evals.todo(f"{name}.json"))
                 run = self.train_run(name, init=str(teacher), init_layers=choices[layers], teacher=str(teacher),
-                                     max_steps=steps, lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60, dropout=cfg.arm_dropout,
-                                     data_dir=str(sets[data][seed]), seed=seed)
-                self.evaluate_run(name, run)
-
-    def best_alpha(self) -> float:
-        """The alpha whose arms have the lowest mean test perplexity (log-perplexity averaged over seeds)."""
-        def mean_loss(alpha):
-            return np.mean([json.loads((self.results / f"{alpha_name(alpha)}-s{s}.json").read_text())["perplexity"]["loss"]
-                            for s in self.cfg.seeds])
-        return min(self.cfg.alphas, key=mean_loss)
+                                     max_steps=self.arm_steps(), lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60,
+                                     dropout=cfg.arm_dropout, data_dir=str(sets[data][seed]), seed=seed)
+                self.evals.model(name, run)
+                self.progress.finished("student", name, fresh)
 
     def run(self) -> None:
         cfg = self.cfg
-        self.baselines()
+        self.evals.baselines()
         self.base()
         teacher = self.teacher()
+        self.progress.start()
         sets: dict[str, dict[int, Path]] = {}
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
-            for alpha in cfg.alphas:
-                sets.setdefault(alpha_name(alpha), {})[seed] = self.synthetic_set(teacher, alpha, seed)
-                self.arm(alpha_name(alpha), sets[alpha_name(alpha)][seed], seed)
-            sets.setdefault("subset", {})[seed] = self.subset(sets[alpha_name(cfg.alphas[0])][seed], seed)
-            self.set_statistics(sets["subset"][seed], teacher)
-            self.arm("subset", sets["subset"][seed], seed)
+            self.seed_arms(teacher, seed, sets, extra=False)
+        for seed in cfg.extra_seeds:
+            self.seed_arms(teacher, seed, sets, extra=True)
         if cfg.kd:
             self.students(teacher, sets)
         self.say("done")

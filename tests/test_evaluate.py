@@ -252,6 +252,24 @@ def test_max_eval_tokens_is_a_prefix_and_recorded(world, tmp_path):
     assert "| 300 |" in (tmp_path / "t.md").read_text()
 
 
+def test_first_token_evaluates_a_slice(world, tmp_path):
+    """--first_token 100 --max_eval_tokens 300: perplexity, buckets and passages all on tokens [100, 400)."""
+    res = run_cli(world, world["run"], "--first_token", "100", "--max_eval_tokens", "300", "--seq_len", "32",
+                  "--stride", "16", "--gen_passages", "2", "--table", str(tmp_path / "t.md"), "--out_json", str(tmp_path / "f.json"))
+    tokens = SplitTokens(world["data"], "test")[100:400]
+    assert res["data"]["first_token"] == 100 and res["data"]["n_tokens_evaluated"] == 300
+    assert res["perplexity"]["n_tokens"] == 299 and res["perplexity"]["n_bytes"] == len(tokenizer.decode_bytes(tokens))
+    assert res["perplexity_by_frequency"]["buckets"]["all"]["n_targets"] == 299
+    model = load_model(str(world["run"]))
+    direct = evaluate_perplexity(model, tokens, seq_len=32, stride=16, progress=False)
+    assert res["perplexity"]["loss"] == pytest.approx(direct.loss, rel=1e-6)
+    first_prompt = tokenizer.decode(tokens[:16].tolist())  # passage 0 starts the slice, not the split
+    assert res["generation"]["examples"][0]["prompt"] == first_prompt
+    assert "| test[100:] | 300 |" in (tmp_path / "t.md").read_text()
+    with pytest.raises(SystemExit, match="--first_token"):
+        run_cli(world, world["run"], "--first_token", str(len(SplitTokens(world["data"], "test")) - 1))
+
+
 def test_rouge_stemmer_is_used_and_recorded(world, tmp_path):
     res = run_cli(world, world["run"], *QUICK, "--rouge_stemmer", "--table", str(tmp_path / "t.md"),
                   "--out_json", str(tmp_path / "s.json"))

@@ -3,7 +3,10 @@ interval over seeds, and a second run skips everything it finds finished."""
 
 from __future__ import annotations
 
+import builtins
+import functools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,9 @@ import pytest
 import torch
 
 import study
+import study_eval
 import study_report
+import train
 from data.loader import SplitTokens
 from data.shards import write_shard
 from gpt2.checkpoint import load_model
@@ -35,22 +40,108 @@ def toy_data(root: Path) -> Path:
 def toy_config(root: Path) -> study.StudyConfig:
     return study.StudyConfig(
         data_dir=str(toy_data(root)), work_dir=str(root / "work"), results_dir=str(root / "results"), seeds=[0, 1],
-        alphas=[1.0, -1.0], set_tokens=600, prompt_tokens=8, gen_tokens=24, eval_tokens=400, teacher_layers=2,
+        alphas=[1.0, -1.0], extra_seeds=[2], brackets=["alpha=1,min_p=0"], set_tokens=600, prompt_tokens=8,
+        gen_tokens=24, dev_test_tokens=400, heldout_tokens=500, teacher_layers=2,
         teacher_heads=2, teacher_width=16, teacher_steps=16, teacher_lr=1e-2, arm_layers=1, arm_heads=2, arm_width=16, arm_epochs=0.5,
         seq_len=32, batch_tokens=128, gen_passages=2, gen_prompt_tokens=8, gen_new_tokens=4, device="cpu")
 
 
+class HeldoutGuard:
+    """While a choosing function runs (`wrap`), reading test tokens at or past the dev-test boundary, or any file
+    under a heldout/ folder, raises: the held-out slice must never inform a choice."""
+
+    def __init__(self, monkeypatch, boundary: int):
+        self.boundary, self.active, self.calls = boundary, False, {}
+        get, path_open, open_ = SplitTokens.__getitem__, Path.open, builtins.open
+
+        def guarded_get(tokens, index):
+            if self.active and tokens.split == "test":
+                stop = index.indices(len(tokens))[1] if isinstance(index, slice) else index % len(tokens) + 1
+                assert stop <= self.boundary, f"a choosing function read test tokens up to {stop} (dev-test ends at {self.boundary})"
+            return get(tokens, index)
+
+        def check(path) -> None:
+            assert not (self.active and "heldout" in Path(path).parts), f"a choosing function read {path}"
+
+        def guarded_path_open(path, *args, **kwargs):  # Path.read_text goes through here
+            check(path)
+            return path_open(path, *args, **kwargs)
+
+        def guarded_open(file, *args, **kwargs):
+            if isinstance(file, (str, Path)):
+                check(file)
+            return open_(file, *args, **kwargs)
+
+        monkeypatch.setattr(SplitTokens, "__getitem__", guarded_get)
+        monkeypatch.setattr(Path, "open", guarded_path_open)
+        monkeypatch.setattr(builtins, "open", guarded_open)
+
+    def wrap(self, module, name: str) -> None:
+        """Run module.name under the guard from now on (and count its calls)."""
+        inner = getattr(module, name)
+
+        @functools.wraps(inner)
+        def guarded(*args, **kwargs):
+            self.active, self.calls[name] = True, self.calls.get(name, 0) + 1
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.active = False
+        setattr(module, name, guarded)
+
+
+def guard_the_choices(monkeypatch, boundary: int) -> HeldoutGuard:
+    """Every function that makes a choice: which alpha feeds a student, the bigrams' lambda (on val), and the
+    training runs (best.pt is chosen by validation loss)."""
+    guard = HeldoutGuard(monkeypatch, boundary)
+    for module, name in ((study, "best_alpha"), (study.ngram, "tune_lambda"), (train, "train")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+        guard.wrap(module, name)
+    return guard
+
+
+def test_the_guard_catches_a_choice_that_reads_heldout(tmp_path, monkeypatch):
+    """best_alpha picks on dev/ (where alpha=-1 wins) though heldout/ says alpha=1; pointed at heldout/, or
+    reading test tokens past the boundary, the guard stops it."""
+    for piece, losses in (("dev", {1: 5.0, -1: 4.0}), ("heldout", {1: 3.0, -1: 6.0})):
+        (tmp_path / piece).mkdir()
+        for alpha, loss in losses.items():
+            for seed in (0, 1):
+                (tmp_path / piece / f"alpha={alpha}-s{seed}.json").write_text(json.dumps({"perplexity": {"loss": loss + seed}}))
+    data = toy_data(tmp_path)
+    guard = HeldoutGuard(monkeypatch, boundary=400)
+    monkeypatch.setattr(study, "best_alpha", study.best_alpha)  # restored after the test
+    guard.wrap(study, "best_alpha")
+    assert study.best_alpha(tmp_path / "dev", [1.0, -1.0], [0, 1]) == -1.0
+    with pytest.raises(AssertionError, match="heldout"):
+        study.best_alpha(tmp_path / "heldout", [1.0, -1.0], [0, 1])
+    guard.active = True
+    SplitTokens(data, "test")[:400]
+    SplitTokens(data, "val")[:]
+    with pytest.raises(AssertionError, match="up to 401"):
+        SplitTokens(data, "test")[399:401]
+
+
 @pytest.mark.slow
-def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread):
+def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypatch, capsys):
     cfg = toy_config(tmp_path)
+    guard = guard_the_choices(monkeypatch, cfg.dev_test_tokens)
     study.Study(cfg).run()
+    out = capsys.readouterr().out  # 2 seeds x (3 sets, subset, full-train) + 1 extra seed x 2 arms; 6 students
+    assert "alpha=1-s0 done: 1 of 18 runs; left: 11 arms, about" in out and "; 6 students, not timed yet" in out
+    assert "done: 18 of 18 runs\n" in out
+    assert guard.calls["best_alpha"] == 1 and guard.calls["tune_lambda"] >= 2 and guard.calls["train"] >= 10
     results = Path(cfg.results_dir)
-    expected = {"ngram", "teacher", "teacher-as-trained", "base-s0", "base-s1", "alpha=1-s0", "alpha=1-s1", "alpha=-1-s0", "alpha=-1-s1",
-                "subset-s0", "subset-s1"}
-    assert expected <= {p.stem for p in results.glob("*.json")}
-    assert {p.stem for p in (results / "sets").glob("*.json")} == {"alpha=1-s0", "alpha=1-s1", "alpha=-1-s0",
-                                                                    "alpha=-1-s1", "subset-s0", "subset-s1"}
-    assert len(list(results.glob("kd-*.json"))) == 6  # 2 seeds x (subset, best set, the layer ablation)
+    sets = {"alpha=1-s0", "alpha=1-s1", "alpha=1-s2", "alpha=-1-s0", "alpha=-1-s1", "alpha=1,min_p=0-s0",
+            "alpha=1,min_p=0-s1", "subset-s0", "subset-s1", "subset-s2"}  # the extra seed 2: alpha=1 and subset only
+    expected = {"ngram", "teacher", "teacher-as-trained", "base-s0", "base-s1", "full-train-s0", "full-train-s1"} | sets
+    for piece in ("dev", "heldout"):  # every evaluation on both slices, side by side
+        assert expected <= {p.stem for p in (results / piece).glob("*.json")}, piece
+        assert {p.stem for p in (results / piece / "set-ngrams").glob("*.json")} == sets
+        assert len(list((results / piece).glob("kd-*.json"))) == 6  # 2 seeds x (subset, best set, the layer ablation)
+    assert {p.stem for p in (results / "sets").glob("*.json")} == sets
+    dev, held = (json.loads((results / p / "alpha=1-s0.json").read_text())["data"] for p in ("dev", "heldout"))
+    assert (dev["first_token"], dev["n_tokens_evaluated"], held["first_token"], held["n_tokens_evaluated"]) == (0, 400, 400, 500)
     check_teacher(cfg)
     inverted = json.loads((results / "sets" / "alpha=-1-s0.json").read_text())
     ordinary = json.loads((results / "sets" / "alpha=1-s0.json").read_text())
@@ -61,23 +152,34 @@ def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread):
     rows = {line.split("|")[1].strip(): line for line in main_table.splitlines() if line.startswith("| ")}
     for arm in ("alpha=1", "alpha=-1", "subset", "kd-distilgpt2-subset", "teacher", "teacher-as-trained", "bigram (counts of the train split)"):
         assert arm in rows, arm
-    assert "[" in rows["alpha=1"] and "| 2 |" in rows["alpha=1"]  # a 95% interval over two seeds
+    assert "[" in rows["alpha=1"] and "| 3 |" in rows["alpha=1"]  # a 95% interval over three seeds (one extra)
     summary = json.loads((results / "study.json").read_text())
     values = summary["arms"]["alpha=-1"]["loss"]["values"]
-    assert values == [json.loads((results / f"alpha=-1-s{s}.json").read_text())["perplexity"]["loss"] for s in (0, 1)]
+    assert values == [json.loads((results / "heldout" / f"alpha=-1-s{s}.json").read_text())["perplexity"]["loss"]
+                      for s in (0, 1)]
 
-    before = {p: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
     study.Study(cfg).run()  # everything is there: nothing is redone
-    assert {p: p.stat().st_mtime_ns for p in results.glob("*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*.json")} == before
+
+    # An interruption that lost pieces: a whole arm (its run and both evaluations), one slice of a student's
+    # evaluation and one set's n-grams. They are redone, and the tables come out the same.
+    shutil.rmtree(Path(cfg.work_dir) / "runs" / "alpha=-1-s1")
+    for lost in ("dev/alpha=-1-s1.json", "heldout/alpha=-1-s1.json", "heldout/kd-distilgpt2-subset-s1.json",
+                 "dev/set-ngrams/subset-s0.json"):
+        (results / lost).unlink()
+    study.Study(cfg).run()
+    assert study_report.report(results) == text
 
 
 @pytest.mark.slow
 def test_kd_ablation_can_be_left_out(tmp_path, encoding, one_thread):
     cfg = toy_config(tmp_path)
     cfg.seeds, cfg.alphas, cfg.kd_ablation = [0], [1.0], False
+    cfg.extra_seeds, cfg.brackets, cfg.full_train = [], [], False
     study.Study(cfg).run()
-    assert {p.stem for p in Path(cfg.results_dir).glob("kd-*.json")} == {"kd-distilgpt2-subset-s0",
-                                                                        "kd-distilgpt2-alpha=1-s0"}
+    assert {p.stem for p in (Path(cfg.results_dir) / "heldout").glob("kd-*.json")} == {"kd-distilgpt2-subset-s0",
+                                                                                       "kd-distilgpt2-alpha=1-s0"}
 
 
 def check_teacher(cfg: study.StudyConfig) -> None:
@@ -95,7 +197,31 @@ def test_command_line_lists_every_setting(capsys):
     from gpt2.cli import build_parser
 
     text = build_parser(study.StudyConfig).format_help()
-    for flag in ("--alphas", "--seeds", "--teacher_init", "--arm_init", "--set_tokens", "--eval_tokens", "--kd"):
+    for flag in ("--alphas", "--seeds", "--extra_seeds", "--brackets", "--full_train", "--teacher_init", "--arm_init",
+                 "--set_tokens", "--dev_test_tokens", "--heldout_tokens", "--kd"):
         assert flag in text
     with pytest.raises(SystemExit):
         study.main(["--alphas"])  # a list needs values
+
+
+def test_brackets_name_their_sets_and_bad_ones_are_refused():
+    cfg = study.StudyConfig()
+    assert cfg.samplings() == {"alpha=1": (1.0, 0.002), "alpha=0.5": (0.5, 0.002), "alpha=0": (0.0, 0.002),
+                               "alpha=-0.5": (-0.5, 0.002), "alpha=-1": (-1.0, 0.002), "alpha=2": (2.0, 0.002),
+                               "alpha=1,min_p=0": (1.0, 0.0), "alpha=1,min_p=0.1": (1.0, 0.1),
+                               "alpha=-1,min_p=0.1": (-1.0, 0.1)}
+    for bad, says in ((dict(brackets=["alpha=1,min_p=0.002"]), "repeats the arm alpha=1"),
+                      (dict(brackets=["beta=1"]), "alpha=A or alpha=A,min_p=M"),
+                      (dict(brackets=["alpha=-1,min_p=0"]), "above 0 when alpha <= 0"),
+                      (dict(extra_seeds=[2]), "repeat some of --seeds"), (dict(heldout_tokens=-1), "heldout_tokens")):
+        with pytest.raises(ValueError, match=says):
+            study.StudyConfig(**bad)
+
+
+def test_the_test_split_is_cut_at_the_dev_test_boundary():
+    dev, held = study_eval.cut_test_split(286_221, 60_000, 0)
+    assert (dev.first, dev.n_tokens, held.first, held.n_tokens) == (0, 60_000, 60_000, 226_221)
+    assert study_eval.cut_test_split(286_221, 60_000, 100_000)[1].n_tokens == 100_000
+    assert study_eval.cut_test_split(1000, 400, 5000)[1].n_tokens == 600  # a cap past the end: to the end
+    with pytest.raises(ValueError, match="dev_test_tokens"):
+        study_eval.cut_test_split(1000, 999, 0)

@@ -1,0 +1,135 @@
+"""Where the study measures: two slices of the test split, and every evaluation of study.py on both.
+
+    dev-test   test tokens [0, dev_test_tokens)                         every choice is made here (or on val)
+    held-out   test tokens [dev_test_tokens, + heldout_tokens, or end)  every headline figure; no choice reads it
+
+Each evaluation is written once per slice, side by side, under study.py's results folder:
+
+    dev/<name>.json, heldout/<name>.json                 a model (evaluate.py's JSON, or a base model's perplexity)
+    dev/ngram.json, heldout/ngram.json                   add-one unigram and interpolated bigram of the train split
+    dev/set-ngrams/<set>.json, heldout/set-ngrams/...     the same two models fitted on one training set
+
+A file is written whole (atomically) when its evaluation ends and skipped when it exists, so an interrupted
+study redoes only what it had not finished. The bigrams' lambda is tuned on the val split, never on test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import evaluate
+from data.loader import SplitTokens
+from gpt2.atomic import atomic_open
+from gpt2.metrics import ngram, tail
+from gpt2.metrics.perplexity import evaluate_perplexity
+
+DEV, HELDOUT = "dev", "heldout"  # the slices' names: the folders their results go to
+
+
+@dataclass(frozen=True)
+class TestSlice:
+    """A contiguous range of the test split."""
+
+    name: str  # DEV or HELDOUT
+    first: int  # the slice's first token
+    n_tokens: int  # its length
+
+
+def cut_test_split(n_test: int, dev_test_tokens: int, heldout_tokens: int) -> tuple[TestSlice, TestSlice]:
+    """(dev-test, held-out) of a test split of n_test tokens; heldout_tokens 0: to the end of the split."""
+    rest = n_test - dev_test_tokens
+    if dev_test_tokens < 2 or rest < 2:
+        raise ValueError(f"--dev_test_tokens {dev_test_tokens:,} must leave at least 2 tokens on each side of the "
+                         f"{n_test:,}-token test split: lower it")
+    held = min(heldout_tokens, rest) if heldout_tokens else rest
+    return TestSlice(DEV, 0, dev_test_tokens), TestSlice(HELDOUT, dev_test_tokens, held)
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+class Evaluations:
+    """Every evaluation of the study, on both slices; `settings` holds study.py's StudyConfig."""
+
+    def __init__(self, settings, results: Path, train_tokens: np.ndarray, say: Callable[[str], None],
+                 device, amp_dtype):
+        self.cfg, self.results, self.say, self.device, self.amp_dtype = settings, results, say, device, amp_dtype
+        self.train_tokens = train_tokens
+        self.buckets = tail.frequency_buckets(ngram.type_counts(train_tokens))
+        self.val_tokens = SplitTokens(settings.data_dir, "val")[:].astype(np.int64)
+        n_test = len(SplitTokens(settings.data_dir, "test"))
+        self.slices = cut_test_split(n_test, settings.dev_test_tokens, settings.heldout_tokens)
+
+    def tokens(self, piece: TestSlice) -> np.ndarray:
+        """The slice's test tokens, int64: read only here, one slice at a time."""
+        return SplitTokens(self.cfg.data_dir, "test")[piece.first : piece.first + piece.n_tokens].astype(np.int64)
+
+    def todo(self, relative: str) -> list[TestSlice]:
+        """The slices whose result `relative` (e.g. 'alpha=1-s0.json') is not written yet."""
+        return [s for s in self.slices if not (self.results / s.name / relative).exists()]
+
+    def model(self, name: str, source: Path) -> None:
+        """evaluate.py on each slice: perplexity, frequency buckets and continuations, all inside the slice."""
+        cfg = self.cfg
+        for piece in self.todo(f"{name}.json"):
+            self.say(f"evaluating {name} on {piece.name} (test tokens {piece.first:,} + {piece.n_tokens:,})")
+            folder = self.results / piece.name
+            folder.mkdir(parents=True, exist_ok=True)
+            evaluate.evaluate(evaluate.EvalConfig(
+                model=str(source), name=name, data_dir=cfg.data_dir, split="test", first_token=piece.first,
+                max_eval_tokens=piece.n_tokens, seq_len=cfg.seq_len, gen_passages=cfg.gen_passages,
+                gen_prompt_tokens=cfg.gen_prompt_tokens, gen_new_tokens=cfg.gen_new_tokens,
+                gen_batch_size=cfg.gen_passages, device=cfg.device, out_json=str(folder / f"{name}.json"),
+                table=str(folder / "evaluations.md"), progress=False))
+
+    def untrained(self, name: str, model) -> None:
+        """Perplexity (and its frequency buckets) of a model built in memory: the arms' untrained base."""
+        for piece in self.todo(f"{name}.json"):
+            test = self.tokens(piece)
+            ppl = evaluate_perplexity(model, test, seq_len=self.cfg.seq_len, stride=self.cfg.seq_len // 2,
+                                      progress=False, per_token=True, device=self.device, autocast_dtype=self.amp_dtype)
+            write_json(self.results / piece.name / f"{name}.json", {
+                "name": name, "data": {"first_token": piece.first, "n_tokens_evaluated": piece.n_tokens},
+                "perplexity": ppl.as_dict(),
+                "perplexity_by_frequency": {"buckets": tail.bucket_perplexity(test[1:], ppl.token_nll, self.buckets)}})
+
+    def ngram_records(self, fitted_on: np.ndarray, pieces: list[TestSlice]) -> dict[str, dict]:
+        """Add-one unigram and interpolated bigram fitted on `fitted_on` (lambda tuned on val), scored on each
+        slice of `pieces`: {slice name: record}."""
+        counts = ngram.count_ngrams(fitted_on)
+        lam = ngram.tune_lambda(counts, self.val_tokens)
+        records = {}
+        for piece in pieces:
+            test = self.tokens(piece)
+            record = {"first_token": piece.first, "eval_tokens": piece.n_tokens, "fitted_tokens": len(fitted_on),
+                      "bigram_lambda": lam}
+            for kind, nll in (("unigram", ngram.unigram_nll(counts, test)), ("bigram", ngram.bigram_nll(counts, test, lam))):
+                loss, ppl = ngram.perplexity(nll)
+                record[kind] = {"loss": loss, "ppl": ppl, "by_frequency": tail.bucket_perplexity(test[1:], nll, self.buckets)}
+            records[piece.name] = record
+        return records
+
+    def baselines(self) -> None:
+        """The n-gram models of the train split, on both slices (ngram.json)."""
+        pieces = self.todo("ngram.json")
+        for name, record in (self.ngram_records(self.train_tokens, pieces) if pieces else {}).items():
+            write_json(self.results / name / "ngram.json", record)
+            self.say(f"baselines on {name}: unigram ppl {record['unigram']['ppl']:.1f}, "
+                     f"bigram {record['bigram']['ppl']:.1f}")
+
+    def set_ngrams(self, set_dir: Path) -> None:
+        """The n-gram models of one training set, on both slices: how much of an arm is the set's frequencies."""
+        relative = f"set-ngrams/{set_dir.name}.json"
+        pieces = self.todo(relative)
+        if pieces:
+            tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
+            for name, record in self.ngram_records(tokens, pieces).items():
+                write_json(self.results / name / relative, {"set": set_dir.name, **record})
