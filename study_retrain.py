@@ -85,7 +85,7 @@ class RetrainConfig:
     base_lr: float = 3e-3  # base: peak learning rate (cosine to 1/20 of it)
     teacher_steps: int = 80  # teacher: steps of fine-tuning the base on the whole train split; best.pt by val
     teacher_lr: float = 1e-3  # teacher: peak learning rate
-    arm_steps: int = 24  # every arm (base continued, KD student): the same optimizer steps
+    arm_steps: int = 20  # every arm (base continued, KD student): the same optimizer steps (4.6 passes over a set)
     arm_lr: float = 1e-3  # every arm's peak learning rate (a continued model: the teacher's fine-tuning rate)
     dropout: float = 0.1  # dropout in every training run
     kd_alphas: list[float] = field(default_factory=lambda: [1.0, -1.0])  # KD students: the synthetic sets they
@@ -241,8 +241,8 @@ class RetrainStudy:
 
     # ---- training and evaluation
     def train_run(self, name: str, **overrides) -> None:
-        """train.py into work_dir/runs/<name>; finished when summary.json is written. A cut run resumes from
-        its latest.pt (written once the run is done), or starts afresh when it has none."""
+        """train.py into work_dir/runs/<name>; finished when summary.json is written. A cut run resumes from its
+        latest.pt (written at each val evaluation: an arm's only one is its last step), or starts afresh."""
         cfg, run_dir = self.cfg, self.run_dir(name)
         if run_dir.exists() and not (run_dir / "latest.pt").exists():
             shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
@@ -253,6 +253,7 @@ class RetrainStudy:
                         warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
         summary = train.train(TrainConfig(**{**settings, **overrides}))
         write_json(run_dir / "summary.json", summary)
+        (run_dir / "latest.pt").unlink(missing_ok=True)  # weights + AdamW moments: only for resuming; best.pt stays
 
     def evaluate(self, name: str, model_source: Callable) -> None:
         """Held-out perplexity of a model (model_source() builds it): the JSON record, and its per-token NLL
@@ -376,7 +377,9 @@ class RetrainStudy:
 
     def seed_pieces(self, seed: int, base: str, teacher: str) -> list[Piece]:
         cfg = self.cfg
-        gen_units = COST["generate"] * cfg.set_tokens * cfg.gen_tokens / (cfg.prompt_tokens + cfg.gen_tokens)
+        rows = math.ceil(cfg.set_tokens / (cfg.prompt_tokens + cfg.gen_tokens + 1))  # sequences, in whole batches:
+        batch = distill.DistillConfig.batch_size
+        gen_units = COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens
         sets = [Piece(f"set {set_name(a, m)}-s{seed}", self.results / "sets" / f"{set_name(a, m)}-s{seed}.json",
                       gen_units, lambda a=a, m=m: self.synthetic_set(a, m, seed)) for m in cfg.min_ps for a in cfg.alphas]
         sets.append(Piece(f"set {REAL}-s{seed}", self.results / "sets" / f"{REAL}-s{seed}.json", 0.0,

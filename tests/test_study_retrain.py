@@ -13,6 +13,7 @@ import pytest
 
 import distill
 import study_retrain
+import train
 from data.loader import SplitTokens
 from data.shards import write_shard
 
@@ -79,14 +80,14 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
 
     # A kill -9 keeps the finished pieces and leaves the one it hit half done: here seed 1 is lost but for its
-    # first set's shards (their manifest, written last, is not there), one seed-0 run was killed after its last
-    # checkpoint (no summary.json), and one is a run dir cut before any checkpoint; then a kill inside a set.
+    # first set's shards (their manifest, written last, is not there), a seed-0 run lost its summary.json and a
+    # seed-1 run dir was cut before any checkpoint; then a kill inside a set, and one after a run's checkpoint.
     finished = results_of(whole)
     work = Path(whole.work_dir)
     for path in [*results.rglob("*-s1.json"), *work.glob("nll/*-s1.npy")]:
         path.unlink()
     for path in [*work.glob("runs/*-s1"), *work.glob("sets/*-s1")]:
-        if path.name != "alpha=1-minp=0.1-s1":
+        if path != work / "sets" / "alpha=1-minp=0.1-s1":
             shutil.rmtree(path)
     (work / "sets" / "alpha=1-minp=0.1-s1" / "manifest.json").unlink()
     (work / "runs" / "part-a-s0" / "summary.json").unlink()
@@ -95,10 +96,22 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
 
     def killed(*args, **kwargs):
         raise Cut
+
+    def killed_after(*args, **kwargs):  # the run is done and checkpointed, its summary.json not yet written
+        real_train(*args, **kwargs)
+        raise Cut
+
     monkeypatch.setattr(distill, "distill", killed)
     with pytest.raises(Cut):
         run_study(whole)
     monkeypatch.undo()
+    real_train = train.train
+    monkeypatch.setattr(train, "train", killed_after)
+    with pytest.raises(Cut):
+        run_study(whole)
+    monkeypatch.undo()
+    killed_run = work / "runs" / "alpha=1-minp=0.1-s1"  # the first run still to do: killed after its checkpoint
+    assert (killed_run / "latest.pt").exists() and not (killed_run / "summary.json").exists()
     run_study(whole)
     assert results_of(whole) == finished
 
