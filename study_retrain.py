@@ -71,7 +71,8 @@ class RetrainConfig:
     part_a_share: float = 0.5  # part A = this share of the train split, from its start; part B = the rest
     alphas: list[float] = field(default_factory=lambda: [1.0, 0.0, -1.0])  # synthetic sets: weights p^alpha
     min_ps: list[float] = field(default_factory=lambda: [0.1, 0.002])  # every alpha at each plausible set
-    # {p >= min_p p_max}: 0.1 is the recipe's (make distill), 0.002 the first study's
+                                                                       # {p >= min_p p_max}: 0.1 is the recipe's
+                                                                       # (make distill), 0.002 the first study's
     set_tokens: int = 18_000  # tokens of every set (separators included); 3 x 71 chunks fit a half of part B
     prompt_tokens: int = 32  # real part-B tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds; prompt + gen is also the real sets' chunk length
@@ -89,10 +90,12 @@ class RetrainConfig:
     arm_lr: float = 1e-3  # every arm's peak learning rate (a continued model: the teacher's fine-tuning rate)
     dropout: float = 0.1  # dropout in every training run
     kd_alphas: list[float] = field(default_factory=lambda: [1.0, -1.0])  # KD students: the synthetic sets they
-    # train on (at kd_min_p), besides the real subset
+                                                                         # train on (at kd_min_p), and the real subset
     kd_min_p: float = 0.1  # KD students: the plausible set of their synthetic sets (the pipeline's)
     kd_weights: list[float] = field(default_factory=lambda: [1.0, 0.5])  # KD loss weight w: w T^2 KL + (1-w) CE;
-    # 1 is soft targets only (a sampled unlikely token is then an input, not a target), 0.5 the pipeline's mix
+                                                                         # 1 is soft targets only (a sampled token
+                                                                         # is then an input, not a target), 0.5
+                                                                         # the pipeline's mix
     seq_len: int = 256  # training rows, evaluation windows (disjoint: stride = seq_len) and scored chunks
     batch_tokens: int = 4096  # tokens per optimizer step
     micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step
@@ -138,8 +141,8 @@ def plan_record(cfg: RetrainConfig) -> dict:
     every arm in order with what it is and the arm it is contrasted with, paired by seed."""
     arms = [{"name": n, "what": WHAT.get(n) or "teacher's continuations, p^{} in p ≥ {} p_max".format(
         *n.removeprefix("alpha=").split("-minp=")), "reference": REAL} for n in arm_names(cfg)]
-    arms += [{"name": k, "what": f"student cut from the teacher, KD weight {w:g}, on {s}", "reference": f"kd{w:g}-{REAL}"}
-             for k, s, w in kd_names(cfg)]
+    arms += [{"name": k, "what": f"student cut from the teacher, KD weight {w:g}, on {s}",
+              "reference": f"kd{w:g}-{REAL}"} for k, s, w in kd_names(cfg)]
     return {"seeds": cfg.seeds, "devtest_tokens": cfg.devtest_tokens, "arms": arms}
 
 
@@ -224,17 +227,18 @@ class RetrainStudy:
 
     # ---- 1. parts A and B, the n-gram baselines
     def split_parts(self) -> None:
-        for name, tokens in ((PART_A, self.train_tokens[: self.n_a]), (PART_B, self.train_tokens[self.n_a :])):
-            write_data_dir(self.dirs[name], {"train": tokens}, {
-                "kind": name, "source": {"data_dir": self.cfg.data_dir, "split": "train",
-                                         "range": [0, self.n_a] if name == PART_A else [self.n_a, len(self.train_tokens)]},
+        n = len(self.train_tokens)
+        for name, (begin, end) in ((PART_A, (0, self.n_a)), (PART_B, (self.n_a, n))):
+            write_data_dir(self.dirs[name], {"train": self.train_tokens[begin:end]}, {
+                "kind": name, "source": {"data_dir": self.cfg.data_dir, "split": "train", "range": [begin, end]},
                 "splits": {"train": {}}}, shard_tokens=100_000_000)
 
     def baselines(self) -> None:
         heldout, counts = self.heldout(), ngram.count_ngrams(self.train_tokens)
         lam = ngram.tune_lambda(counts, SplitTokens(self.cfg.data_dir, "val")[:].astype(np.int64))  # chosen on val
         record = {"bigram_lambda": lam, "heldout": list(self.heldout_range)}
-        for name, nll in (("unigram", ngram.unigram_nll(counts, heldout)), ("bigram", ngram.bigram_nll(counts, heldout, lam))):
+        for name, nll in (("unigram", ngram.unigram_nll(counts, heldout)),
+                          ("bigram", ngram.bigram_nll(counts, heldout, lam))):
             record[name] = {"ppl": ngram.perplexity(nll)[1], "loss": float(nll.mean()),
                             "by_frequency": tail.bucket_perplexity(heldout[1:], nll, self.buckets)}
         write_json(self.results / "ngram.json", record)
@@ -248,7 +252,8 @@ class RetrainStudy:
             shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
         steps = overrides["max_steps"]
         settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.micro_batch_size or cfg.batch_tokens // cfg.seq_len,
-                        total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device, out_dir=str(run_dir),
+                        total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device,
+                        out_dir=str(run_dir),
                         resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, dropout=cfg.dropout,
                         warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
         summary = train.train(TrainConfig(**{**settings, **overrides}))
@@ -323,11 +328,13 @@ class RetrainStudy:
         cfg, out = self.cfg, self.set_dir(which, seed)
         L = cfg.prompt_tokens + cfg.gen_tokens
         scores = np.load(self.work / "chunk_scores.npy")
-        pool = np.sort(np.random.default_rng(seed).permutation(len(scores))[: max(1, round(len(scores) * cfg.challenge_share))])
+        pool_size = max(1, round(len(scores) * cfg.challenge_share))
+        pool = np.sort(np.random.default_rng(seed).permutation(len(scores))[:pool_size])
         k = math.ceil(cfg.set_tokens / (L + 1))  # each chunk costs L + 1 tokens with its separator
         if k > len(pool):
             raise SubsetError(f"--set_tokens {cfg.set_tokens:,} needs {k} chunks of {L} tokens, but a share "
-                              f"{cfg.challenge_share} of part B holds {len(pool)}: lower --set_tokens or raise --challenge_share")
+                              f"{cfg.challenge_share} of part B holds {len(pool)}: lower --set_tokens or raise "
+                              "--challenge_share")
         chosen = pool[select_by_score(scores[pool], k, which)]
         part_b = self.train_tokens[self.n_a :]
         chunks = [part_b[c * L : (c + 1) * L] for c in chosen]
@@ -381,7 +388,8 @@ class RetrainStudy:
         batch = distill.DistillConfig.batch_size
         gen_units = COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens
         sets = [Piece(f"set {set_name(a, m)}-s{seed}", self.results / "sets" / f"{set_name(a, m)}-s{seed}.json",
-                      gen_units, lambda a=a, m=m: self.synthetic_set(a, m, seed)) for m in cfg.min_ps for a in cfg.alphas]
+                      gen_units, lambda a=a, m=m: self.synthetic_set(a, m, seed))
+                for m in cfg.min_ps for a in cfg.alphas]
         sets.append(Piece(f"set {REAL}-s{seed}", self.results / "sets" / f"{REAL}-s{seed}.json", 0.0,
                           lambda: self.real_subset(seed)))
         sets += [Piece(f"set {w}-s{seed}", self.results / "sets" / f"{w}-s{seed}.json", 0.0,

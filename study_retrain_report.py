@@ -136,7 +136,8 @@ class ReportConfig:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(ReportConfig, argv)
     if not (Path(cfg.results_dir) / "plan.json").exists():
-        sys.exit(f"error: {cfg.results_dir}/plan.json is absent: run `python study_retrain.py` (make study-retrain) first")
+        sys.exit(f"error: {cfg.results_dir}/plan.json is absent: run `python study_retrain.py` "
+                 "(make study-retrain) first")
     print(report(Path(cfg.results_dir)))
 
 
