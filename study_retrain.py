@@ -20,8 +20,8 @@ Design (every choice is a RetrainConfig field; issue #17, items 2-4):
    map) trained with the teacher's soft targets (train.py --teacher) on the `kd_alphas` sets at `kd_min_p`
    and on the real subset, at every `kd_weights` (1: soft targets only); and the cut student untrained.
 6. Protocol: the test split's first `devtest_tokens` are the dev-test, where choices may look; every figure
-   here is measured on the held-out rest (gpt2.metrics.perplexity, per-token NLL kept in work_dir/nll so
-   that frequency buckets can be computed), with the n-gram baselines of the train split beside them.
+   here is measured on the held-out slice after it (`heldout_tokens`; gpt2.metrics.perplexity, per-token NLL
+   kept in work_dir/nll so that frequency buckets can be computed), beside the train split's n-gram baselines.
    Nothing in this script makes a choice on test tokens: base and teacher keep their best val checkpoint.
 7. The report (study_retrain_report.py): mean +- 95% CI over seeds, the change against the base, paired
    contrasts against real text of the same size, the frequency-bucket table.
@@ -78,7 +78,8 @@ class RetrainConfig:
     gen_tokens: int = 224  # tokens the teacher adds; prompt + gen is also the real sets' chunk length
     challenge_share: float = 0.5  # each seed picks hardest / middle / easiest from this random share of the chunks
     devtest_tokens: int = 60_000  # the test split's first tokens: the dev-test, never reported here
-    heldout_tokens: int = 0  # tokens of the held-out slice after the dev-test (0: all the rest of the test split)
+    heldout_tokens: int = 120_000  # the held-out slice: this many tokens after the dev-test (0: all the rest of
+                                   # the test split, 226K on Wikitext-2)
     n_layer: int = 4  # base (and so teacher and arms): transformer blocks, from scratch
     n_head: int = 6  # base: attention heads
     n_embd: int = 192  # base: model width
