@@ -137,14 +137,14 @@ WHAT = {REAL: "real text of part B, same size", "hardest": "part B's hardest chu
         PART_B: "the whole of part B (ceiling)", PART_A: "part A again (no new data)"}
 
 
-def plan_record(cfg: RetrainConfig) -> dict:
-    """What the report needs to know of the plan (plan.json): the seeds, where the held-out slice starts, and
+def plan_record(cfg: RetrainConfig, heldout: tuple[int, int]) -> dict:
+    """What the report needs to know of the plan (plan.json): the seeds, the held-out slice of the test split, and
     every arm in order with what it is and the arm it is contrasted with, paired by seed."""
     arms = [{"name": n, "what": WHAT.get(n) or "teacher's continuations, p^{} in p ≥ {} p_max".format(
         *n.removeprefix("alpha=").split("-minp=")), "reference": REAL} for n in arm_names(cfg)]
     arms += [{"name": k, "what": f"student cut from the teacher, KD weight {w:g}, on {s}",
               "reference": f"kd{w:g}-{REAL}"} for k, s, w in kd_names(cfg)]
-    return {"seeds": cfg.seeds, "devtest_tokens": cfg.devtest_tokens, "arms": arms}
+    return {"seeds": cfg.seeds, "heldout": list(heldout), "arms": arms}
 
 
 # What a piece costs, relative to scoring one token (a forward pass), for the time estimate only: a training
@@ -411,7 +411,7 @@ class RetrainStudy:
         return sets + arms
 
     def run(self) -> None:
-        write_json(self.results / "plan.json", plan_record(self.cfg))
+        write_json(self.results / "plan.json", plan_record(self.cfg, self.heldout_range))
         plan = self.pieces()
         progress = Progress(plan, self.results / "timings.json")
         for piece in plan:

@@ -105,8 +105,8 @@ def report(results: Path) -> str:
     arms = {a["name"]: summarize(results, a["name"], a["reference"], plan["seeds"], base_loss) for a in plan["arms"]}
     what = {a["name"]: a["what"] for a in plan["arms"]}
     arms = {k: v for k, v in arms.items() if v}
-    lines = ["## The seed's regime: the base continued on each set (held-out test tokens "
-             f"{plan['devtest_tokens']:,} onwards)", "",
+    begin, end = plan["heldout"]
+    lines = [f"## The seed's regime: the base continued on each set (held-out: test tokens {begin:,} to {end:,})", "",
              "| arm | what | seeds | held-out ppl [95% CI] | vs base [95% CI] | vs real, paired by seed [95% CI] | "
              + " | ".join(f"{b} ppl" for b in BUCKETS) + " |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * len(BUCKETS)]

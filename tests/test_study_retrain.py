@@ -16,6 +16,8 @@ import study_retrain
 import train
 from data.loader import SplitTokens
 from data.shards import write_shard
+from gpt2.checkpoint import load_model
+from gpt2.metrics.perplexity import evaluate_perplexity
 
 
 def toy_data(root: Path) -> Path:
@@ -78,6 +80,8 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
     nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1-minp=0.1-s0.npy")
     assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
+    assert "test tokens 600 to 1,400" in text
+    check_chunk_scores(whole)
 
     # A kill -9 keeps the finished pieces and leaves the one it hit half done: here seed 1 is lost but for its
     # first set's shards (their manifest, written last, is not there), a seed-0 run lost its summary.json and a
@@ -118,6 +122,19 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     before = {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")}
     study_retrain.RetrainStudy(whole).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")} == before
+
+
+def check_chunk_scores(cfg: study_retrain.RetrainConfig) -> None:
+    """Each chunk's score is the base's mean NLL of that chunk scored alone (its first token the only context of
+    its second), as evaluate_perplexity gives it chunk by chunk."""
+    work, L = Path(cfg.work_dir), cfg.prompt_tokens + cfg.gen_tokens
+    scores = np.load(work / "chunk_scores.npy")
+    part_b = SplitTokens(work / "data" / "part-b", "train")[:].astype(np.int64)
+    assert len(scores) == len(part_b) // L
+    base = load_model(work / "runs" / "base" / "best.pt")
+    for c in (0, 1, len(scores) - 1):
+        alone = evaluate_perplexity(base, part_b[c * L : (c + 1) * L], seq_len=L, progress=False)
+        assert np.isclose(scores[c], alone.loss, rtol=1e-5), c
 
 
 def test_challenging_sets_are_the_hardest_middle_and_easiest_of_the_seeds_pool(tmp_path, monkeypatch):
