@@ -148,9 +148,10 @@ def plan_record(cfg: RetrainConfig, heldout: tuple[int, int]) -> dict:
 
 
 # What a piece costs, relative to scoring one token (a forward pass), for the time estimate only: a training
-# token is a forward and a backward pass, a KD token adds the teacher's forward, a generated token is one
-# cached decode step at batch size 64 (ratios measured with the 4 x 192 shape on the 2-core box).
-COST = {"eval": 1.0, "train": 3.0, "kd": 6.0, "generate": 6.0}
+# token is a forward and a backward pass and its share of the AdamW step, a KD token adds the teacher's forward,
+# a generated token is one cached decode step at batch size 64 (rough ratios for the 4 x 192 shape on 2 CPU
+# cores; the estimate printed is rescaled by the seconds the pieces actually took).
+COST = {"eval": 1.0, "train": 2.0, "kd": 3.5, "generate": 2.5}
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Progress:
 
     def left(self) -> str:
         if not self.ran_units:
-            return "time left: estimated after the first piece"
+            return "time left: estimated once a piece with work in it has run"
         return f"about {(self.total - self.done) * self.ran_seconds / self.ran_units / 60:.0f} min left"
 
     def run(self, piece: Piece) -> None:
@@ -203,7 +204,8 @@ class RetrainStudy:
         self.cfg, self.work, self.results = cfg, Path(cfg.work_dir), Path(cfg.results_dir)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
         self.n_a = int(len(self.train_tokens) * cfg.part_a_share)
-        self.buckets = tail.frequency_buckets(ngram.type_counts(self.train_tokens))
+        self.train_counts = ngram.type_counts(self.train_tokens)
+        self.buckets = tail.frequency_buckets(self.train_counts)
         test = SplitTokens(cfg.data_dir, "test")
         end = len(test) if not cfg.heldout_tokens else min(len(test), cfg.devtest_tokens + cfg.heldout_tokens)
         if end - cfg.devtest_tokens < cfg.seq_len:
@@ -254,9 +256,8 @@ class RetrainStudy:
         steps = overrides["max_steps"]
         settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.micro_batch_size or cfg.batch_tokens // cfg.seq_len,
                         total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device,
-                        out_dir=str(run_dir),
-                        resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, dropout=cfg.dropout,
-                        warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
+                        out_dir=str(run_dir), resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir,
+                        dropout=cfg.dropout, warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
         summary = train.train(TrainConfig(**{**settings, **overrides}))
         write_json(run_dir / "summary.json", summary)
         (run_dir / "latest.pt").unlink(missing_ok=True)  # weights + AdamW moments: only for resuming; best.pt stays
@@ -302,7 +303,7 @@ class RetrainStudy:
 
     def set_statistics(self, set_dir: Path) -> None:
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
-        stats = tail.set_statistics(tokens, ngram.type_counts(self.train_tokens), self.buckets)
+        stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
         manifest = json.loads((set_dir / "manifest.json").read_text())
         write_json(self.results / "sets" / f"{set_dir.name}.json", {
             "set": set_dir.name, "kind": manifest.get("kind"), "sampling": manifest.get("sampling"), **stats,
@@ -420,10 +421,21 @@ class RetrainStudy:
         progress.say("done")
 
 
+def same_settings(results: Path, cfg: RetrainConfig) -> None:
+    """A resumed study must be the same study: refuse when results_dir holds one run with other settings."""
+    path, now = results / "config.json", config_to_dict(cfg)
+    before = json.loads(path.read_text()) if path.exists() else now
+    diffs = [f"{k}={before.get(k)!r} there, {v!r} now" for k, v in now.items() if k != "device" and before.get(k) != v]
+    if diffs:
+        sys.exit(f"error: {path} holds a study with other settings ({'; '.join(diffs)}): resume it with its own "
+                 "settings, or give another --results_dir and --work_dir (or delete those folders)")
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(RetrainConfig, argv)
     print(config_to_dict(cfg))
     results = Path(cfg.results_dir)
+    same_settings(results, cfg)
     write_json(results / "config.json", config_to_dict(cfg))
     try:
         RetrainStudy(cfg).run()

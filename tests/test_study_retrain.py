@@ -174,6 +174,15 @@ def tracing_init(real_init, read: list):
     return init
 
 
+def test_a_study_resumes_only_with_its_own_settings(tmp_path):
+    cfg = study_retrain.RetrainConfig(results_dir=str(tmp_path))
+    study_retrain.same_settings(tmp_path, cfg)  # nothing there yet
+    study_retrain.write_json(tmp_path / "config.json", study_retrain.config_to_dict(cfg))
+    study_retrain.same_settings(tmp_path, cfg)
+    with pytest.raises(SystemExit, match="arm_steps=20 there, 30 now"):
+        study_retrain.same_settings(tmp_path, study_retrain.RetrainConfig(results_dir=str(tmp_path), arm_steps=30))
+
+
 def test_command_line_lists_every_setting():
     from gpt2.cli import build_parser
 
