@@ -61,9 +61,11 @@ class Cut(Exception):
 
 
 @pytest.mark.slow
-def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding, one_thread, monkeypatch):
+def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding, one_thread, monkeypatch, capsys):
     whole = toy_config(tmp_path, toy_data(tmp_path))
     text = run_study(whole)
+    printed = capsys.readouterr().out
+    assert "[study-retrain" in printed and "training alpha=-1-minp=0.1-s1 (" in printed and " min left)" in printed
     results = Path(whole.results_dir)
     for name in ("base", "teacher", "student-cut"):
         assert (results / f"{name}.json").exists()
