@@ -75,7 +75,7 @@ endif
 INVERTED_STRATEGY := --alpha -1 --min_p 0.1
 SAMPLE_STRATEGY := --alpha 1 --min_p 0.1
 
-.PHONY: finetune distill retrain eval report experiment-clean study study-gpt2 study-report
+.PHONY: finetune distill retrain eval report experiment-clean study study-gpt2 study-report study-retrain study-retrain-report
 
 # NGPU=8: data-parallel over 8 GPUs through torchrun (lower --micro_batch_size in ARGS if memory runs out)
 NGPU ?= 1
@@ -132,6 +132,18 @@ study-gpt2: install $(DATA)/manifest.json  ## the same sweep with GPT-2 itself (
 		--min_p 0.1 --arm_init gpt2 --arm_epochs 2 --teacher_steps 220 --teacher_lr 1e-4 --arm_lr 1e-4 --seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 \
 		--set_tokens 600000 --gen_passages 200 --gen_prompt_tokens 128 --gen_new_tokens 64 \
 		--brackets alpha=2 alpha=1,min_p=0 alpha=1,min_p=0.002 alpha=-1,min_p=0.002 $(STUDY_ARGS)
+
+# ---- the study, second edition: the seed's regime (study_retrain.py): a base pretrained on part A of the train split,
+# the teacher = the base fine-tuned on all of it, the base continued on each set of part B; held-out test tokens only.
+STUDY_RETRAIN_ARGS ?=
+STUDY_RETRAIN_RESULTS ?= results/study-retrain
+
+study-retrain: install $(STUDY_DATA)/manifest.json  ## the seed's regime on a 2-core CPU (about 2 h; resumable) -> results/study-retrain/
+	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study_retrain.py --data_dir $(STUDY_DATA) \
+		--results_dir $(STUDY_RETRAIN_RESULTS) $(STUDY_RETRAIN_ARGS)
+
+study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.md from what study_retrain.py wrote there
+	$(PY) study_retrain_report.py --results_dir $(STUDY_RETRAIN_RESULTS)
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=

@@ -1,0 +1,195 @@
+"""study_retrain.py end to end at toy scale: every piece writes its file, the report has every arm, a run cut
+anywhere and resumed gives the same tables and JSON as an uninterrupted one, and nothing that
+makes a choice reads the test split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distill
+import study_retrain
+import train
+from data.loader import SplitTokens
+from data.shards import write_shard
+from gpt2.checkpoint import load_model
+from gpt2.metrics.perplexity import evaluate_perplexity
+
+
+def toy_data(root: Path) -> Path:
+    """Shards of a repetitive toy corpus over 300 ids, with noise (a model learns some of it in a few steps)."""
+    rng = np.random.default_rng(0)
+    stream = np.tile(rng.integers(0, 300, size=40), 150)
+    noise = rng.random(stream.size) < 0.1
+    stream[noise] = rng.integers(0, 300, size=int(noise.sum()))
+    data = root / "data"
+    data.mkdir(parents=True)
+    write_shard(data / "train_000000.bin", stream[:4000])
+    write_shard(data / "val_000000.bin", stream[4000:4600])
+    write_shard(data / "test_000000.bin", stream[4600:6000])
+    return data
+
+
+def toy_config(root: Path, data: Path) -> study_retrain.RetrainConfig:
+    return study_retrain.RetrainConfig(
+        data_dir=str(data), work_dir=str(root / "work"), results_dir=str(root / "results"), seeds=[0, 1],
+        alphas=[1.0, -1.0], min_ps=[0.1], kd_alphas=[-1.0], set_tokens=300, prompt_tokens=8, gen_tokens=24,
+        devtest_tokens=600, n_layer=2, n_head=2, n_embd=16, base_steps=8, base_lr=1e-2, teacher_steps=4,
+        arm_steps=2, seq_len=32, batch_tokens=128, device="cpu")
+
+
+def run_study(cfg: study_retrain.RetrainConfig) -> str:
+    Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
+    study_retrain.write_json(Path(cfg.results_dir) / "config.json", study_retrain.config_to_dict(cfg))
+    study_retrain.RetrainStudy(cfg).run()
+    return study_retrain.study_retrain_report.report(Path(cfg.results_dir))
+
+
+def results_of(cfg: study_retrain.RetrainConfig) -> dict[str, str]:
+    """Every result file but timings.json (seconds: the one file that differs between runs)."""
+    root = Path(cfg.results_dir)
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "timings.json"}
+
+
+class Cut(Exception):
+    """Stands for a kill: raised from inside a piece."""
+
+
+@pytest.mark.slow
+def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding, one_thread, monkeypatch, capsys):
+    whole = toy_config(tmp_path, toy_data(tmp_path))
+    text = run_study(whole)
+    printed = capsys.readouterr().out
+    assert "[study-retrain" in printed and "training alpha=-1-minp=0.1-s1 (" in printed and " min left)" in printed
+    results = Path(whole.results_dir)
+    for name in ("base", "teacher", "student-cut"):
+        assert (results / f"{name}.json").exists()
+    arms = study_retrain.arm_names(whole) + [k for k, _, _ in study_retrain.kd_names(whole)]
+    assert len(arms) == 8 + 4  # 2 synthetic sets, real, 3 challenging, parts B and A; KD: 2 sets x 2 weights
+    for arm in arms:
+        for seed in whole.seeds:
+            assert (results / f"{arm}-s{seed}.json").exists(), arm
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(arms) | {"base", "teacher", "student-cut", "unigram", "bigram"} <= set(rows)
+    assert "p = " in rows["alpha=-1-minp=0.1"] and "p = " in rows["kd1-alpha=-1-minp=0.1"]
+    assert "p = " not in rows["real"]  # the reference itself
+    record = json.loads((results / "alpha=1-minp=0.1-s0.json").read_text())
+    assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
+    nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1-minp=0.1-s0.npy")
+    assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
+    assert "test tokens 600 to 1,400" in text
+    check_chunk_scores(whole)
+
+    # A kill -9 keeps the finished pieces and leaves the one it hit half done: here seed 1 is lost but for its
+    # first set's shards (their manifest, written last, is not there), a seed-0 run lost its summary.json and a
+    # seed-1 run dir was cut before any checkpoint; then a kill inside a set, and one after a run's checkpoint.
+    finished = results_of(whole)
+    work = Path(whole.work_dir)
+    for path in [*results.rglob("*-s1.json"), *work.glob("nll/*-s1.npy")]:
+        path.unlink()
+    for path in [*work.glob("runs/*-s1"), *work.glob("sets/*-s1")]:
+        if path != work / "sets" / "alpha=1-minp=0.1-s1":
+            shutil.rmtree(path)
+    (work / "sets" / "alpha=1-minp=0.1-s1" / "manifest.json").unlink()
+    (work / "runs" / "part-a-s0" / "summary.json").unlink()
+    (work / "runs" / "real-s1").mkdir()
+    (work / "runs" / "real-s1" / "run.json").write_text("{}")
+
+    def killed(*args, **kwargs):
+        raise Cut
+
+    def killed_after(*args, **kwargs):  # the run is done and checkpointed, its summary.json not yet written
+        real_train(*args, **kwargs)
+        raise Cut
+
+    monkeypatch.setattr(distill, "distill", killed)
+    with pytest.raises(Cut):
+        run_study(whole)
+    monkeypatch.undo()
+    real_train = train.train
+    monkeypatch.setattr(train, "train", killed_after)
+    with pytest.raises(Cut):
+        run_study(whole)
+    monkeypatch.undo()
+    killed_run = work / "runs" / "alpha=1-minp=0.1-s1"  # the first run still to do: killed after its checkpoint
+    assert (killed_run / "latest.pt").exists() and not (killed_run / "summary.json").exists()
+    run_study(whole)
+    assert results_of(whole) == finished
+
+    before = {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")}
+    study_retrain.RetrainStudy(whole).run()  # everything is there: nothing is redone
+    assert {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")} == before
+
+
+def check_chunk_scores(cfg: study_retrain.RetrainConfig) -> None:
+    """Each chunk's score is the base's mean NLL of that chunk scored alone (its first token the only context of
+    its second), as evaluate_perplexity gives it chunk by chunk."""
+    work, L = Path(cfg.work_dir), cfg.prompt_tokens + cfg.gen_tokens
+    scores = np.load(work / "chunk_scores.npy")
+    part_b = SplitTokens(work / "data" / "part-b", "train")[:].astype(np.int64)
+    assert len(scores) == len(part_b) // L
+    base = load_model(work / "runs" / "base" / "best.pt")
+    for c in (0, 1, len(scores) - 1):
+        alone = evaluate_perplexity(base, part_b[c * L : (c + 1) * L], seq_len=L, progress=False)
+        assert np.isclose(scores[c], alone.loss, rtol=1e-5), c
+
+
+def test_challenging_sets_are_the_hardest_middle_and_easiest_of_the_seeds_pool(tmp_path, monkeypatch):
+    """Brute force: each set holds the k chunks of the seed's pool at the top, middle and bottom of the scores,
+    and no test token is read while choosing them."""
+    data = toy_data(tmp_path)
+    cfg = toy_config(tmp_path, data)
+    study = study_retrain.RetrainStudy(cfg)
+    L, part_b = cfg.prompt_tokens + cfg.gen_tokens, study.train_tokens[study.n_a :]
+    scores = np.random.default_rng(5).normal(size=len(part_b) // L)
+    Path(cfg.work_dir).mkdir(parents=True)
+    np.save(Path(cfg.work_dir) / "chunk_scores.npy", scores)
+    read = []
+    real_getitem = SplitTokens.__getitem__
+    monkeypatch.setattr(SplitTokens, "__getitem__", lambda self, i: read.append(self.split) or real_getitem(self, i))
+    monkeypatch.setattr(SplitTokens, "__init__", tracing_init(SplitTokens.__init__, read))
+    for which in study_retrain.CHALLENGE:
+        study.challenge_set(which, seed=1)
+    assert "test" not in read
+    pool = np.sort(np.random.default_rng(1).permutation(len(scores))[: round(len(scores) * cfg.challenge_share)])
+    k = -(-cfg.set_tokens // (L + 1))
+    ranked = sorted(pool, key=lambda c: (scores[c], c))  # ascending score, ties by index
+    expected = {"easiest": ranked[:k], "middle": ranked[(len(pool) - k) // 2 :][:k], "hardest": ranked[-k:]}
+    for which, chunks in expected.items():
+        manifest = json.loads((Path(cfg.work_dir) / "sets" / f"{which}-s1" / "manifest.json").read_text())
+        assert manifest["chunk_indices"] == sorted(int(c) for c in chunks)
+        tokens = SplitTokens(Path(cfg.work_dir) / "sets" / f"{which}-s1", "train")[:]
+        assert len(tokens) == cfg.set_tokens
+        first = sorted(chunks)[0]
+        assert np.array_equal(tokens[1 : L + 1], part_b[first * L : (first + 1) * L])
+
+
+def tracing_init(real_init, read: list):
+    def init(self, data_dir, split, *args, **kwargs):
+        read.append(split)
+        real_init(self, data_dir, split, *args, **kwargs)
+    return init
+
+
+def test_a_study_resumes_only_with_its_own_settings(tmp_path):
+    cfg = study_retrain.RetrainConfig(results_dir=str(tmp_path))
+    study_retrain.same_settings(tmp_path, cfg)  # nothing there yet
+    study_retrain.write_json(tmp_path / "config.json", study_retrain.config_to_dict(cfg))
+    study_retrain.same_settings(tmp_path, cfg)
+    with pytest.raises(SystemExit, match="arm_steps=20 there, 30 now"):
+        study_retrain.same_settings(tmp_path, study_retrain.RetrainConfig(results_dir=str(tmp_path), arm_steps=30))
+
+
+def test_command_line_lists_every_setting():
+    from gpt2.cli import build_parser
+
+    text = build_parser(study_retrain.RetrainConfig).format_help()
+    for flag in ("--part_a_share", "--min_ps", "--kd_weights", "--devtest_tokens", "--arm_steps", "--challenge_share"):
+        assert flag in text
+    with pytest.raises(ValueError, match="kd_alphas"):
+        study_retrain.RetrainConfig(alphas=[1.0], kd_alphas=[-1.0])
