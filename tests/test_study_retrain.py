@@ -64,26 +64,9 @@ class Cut(Exception):
 def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding, one_thread, monkeypatch, capsys):
     whole = toy_config(tmp_path, toy_data(tmp_path))
     text = run_study(whole)
-    printed = capsys.readouterr().out
-    assert "[study-retrain" in printed and "training alpha=-1-minp=0.1-s1 (" in printed and " min left)" in printed
-    results = Path(whole.results_dir)
-    for name in ("base", "teacher", "student-cut"):
-        assert (results / f"{name}.json").exists()
-    arms = study_retrain.arm_names(whole) + [k for k, _, _ in study_retrain.kd_names(whole)]
-    assert len(arms) == 8 + 4  # 2 synthetic sets, real, 3 challenging, parts B and A; KD: 2 sets x 2 weights
-    for arm in arms:
-        for seed in whole.seeds:
-            assert (results / f"{arm}-s{seed}.json").exists(), arm
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert set(arms) | {"base", "teacher", "student-cut", "unigram", "bigram"} <= set(rows)
-    assert "p = " in rows["alpha=-1-minp=0.1"] and "p = " in rows["kd1-alpha=-1-minp=0.1"]
-    assert "p = " not in rows["real"]  # the reference itself
-    record = json.loads((results / "alpha=1-minp=0.1-s0.json").read_text())
-    assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
-    nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1-minp=0.1-s0.npy")
-    assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
-    assert "test tokens 600 to 1,400" in text
+    check_complete(whole, text, capsys.readouterr().out)
     check_chunk_scores(whole)
+    results = Path(whole.results_dir)
 
     # A kill -9 keeps the finished pieces and leaves the one it hit half done: here seed 1 is lost but for its
     # first set's shards (their manifest, written last, is not there), a seed-0 run lost its summary.json and a
@@ -124,6 +107,29 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     before = {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")}
     study_retrain.RetrainStudy(whole).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")} == before
+
+
+def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) -> None:
+    """Every piece's result and every table row of a finished toy study, the progress lines it printed, and
+    one evaluation's per-token NLL against its perplexity."""
+    assert "[study-retrain" in printed and "training alpha=-1-minp=0.1-s1 (" in printed and " min left)" in printed
+    results = Path(whole.results_dir)
+    for name in ("base", "teacher", "student-cut"):
+        assert (results / f"{name}.json").exists()
+    arms = study_retrain.arm_names(whole) + [k for k, _, _ in study_retrain.kd_names(whole)]
+    assert len(arms) == 8 + 4  # 2 synthetic sets, real, 3 challenging, parts B and A; KD: 2 sets x 2 weights
+    for arm in arms:
+        for seed in whole.seeds:
+            assert (results / f"{arm}-s{seed}.json").exists(), arm
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(arms) | {"base", "teacher", "student-cut", "unigram", "bigram"} <= set(rows)
+    assert "p = " in rows["alpha=-1-minp=0.1"] and "p = " in rows["kd1-alpha=-1-minp=0.1"]
+    assert "p = " not in rows["real"]  # the reference itself
+    record = json.loads((results / "alpha=1-minp=0.1-s0.json").read_text())
+    assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
+    nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1-minp=0.1-s0.npy")
+    assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
+    assert "test tokens 600 to 1,400" in text
 
 
 def check_chunk_scores(cfg: study_retrain.RetrainConfig) -> None:
