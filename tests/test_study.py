@@ -22,8 +22,9 @@ from data.shards import write_shard
 from gpt2.checkpoint import load_model
 
 
-def toy_data(root: Path) -> Path:
-    """Shards of a repetitive toy corpus over 300 ids (a teacher learns it in a few steps)."""
+def toy_data(root: Path, test_start: int = 5000) -> Path:
+    """Shards of a repetitive toy corpus over 300 ids, with noise (a teacher learns it in a few steps): train
+    its first 4,000 tokens, val the rest up to `test_start`, test from there to 6,000."""
     rng = np.random.default_rng(0)
     sentence = rng.integers(0, 300, size=40)
     stream = np.tile(sentence, 150)
@@ -32,8 +33,8 @@ def toy_data(root: Path) -> Path:
     data = root / "data"
     data.mkdir(parents=True)
     write_shard(data / "train_000000.bin", stream[:4000])
-    write_shard(data / "val_000000.bin", stream[4000:5000])
-    write_shard(data / "test_000000.bin", stream[5000:6000])
+    write_shard(data / "val_000000.bin", stream[4000:test_start])
+    write_shard(data / "test_000000.bin", stream[test_start:6000])
     return data
 
 

@@ -15,23 +15,14 @@ import distill
 import study_retrain
 import train
 from data.loader import SplitTokens
-from data.shards import write_shard
 from gpt2.checkpoint import load_model
 from gpt2.metrics.perplexity import evaluate_perplexity
+from test_study import toy_data as study_toy_data
 
 
 def toy_data(root: Path) -> Path:
-    """Shards of a repetitive toy corpus over 300 ids, with noise (a model learns some of it in a few steps)."""
-    rng = np.random.default_rng(0)
-    stream = np.tile(rng.integers(0, 300, size=40), 150)
-    noise = rng.random(stream.size) < 0.1
-    stream[noise] = rng.integers(0, 300, size=int(noise.sum()))
-    data = root / "data"
-    data.mkdir(parents=True)
-    write_shard(data / "train_000000.bin", stream[:4000])
-    write_shard(data / "val_000000.bin", stream[4000:4600])
-    write_shard(data / "test_000000.bin", stream[4600:6000])
-    return data
+    """test_study's toy corpus, with a longer test split: 1,400 tokens, to hold a dev-test and a held-out slice."""
+    return study_toy_data(root, test_start=4600)
 
 
 def toy_config(root: Path, data: Path) -> study_retrain.RetrainConfig:
