@@ -190,8 +190,8 @@ def table_row(results: dict) -> list[str]:
     ppl, gen, run = results["perplexity"], results["generation"], results["model"]["run"] or {}
     stemmed = " (stemmed)" if results["config"].get("rouge_stemmer") else ""  # not comparable with unstemmed rows
     data = results["data"]
-    first = data.get("first_token", 0)  # a slice that does not start the split is its own row: test[60,000:]
-    split = data["split"] if not first else f"{data['split']}[{first:,}:]"
+    first, n = data.get("first_token", 0), data["n_tokens_evaluated"]  # a slice after the start: test[60,000:286,221]
+    split = data["split"] if not first else f"{data['split']}[{first:,}:{first + n:,}]"
     return [results["name"], data["label"], split,
             f"{results['data']['n_tokens_evaluated']:,}", f"{ppl['ppl']:.2f}", f"{ppl['word_ppl']:.2f}",
             f"{ppl['bits_per_byte']:.4f}", f"{gen['bleu']:.2f}", *(f"{gen[k]:.4f}{stemmed}" for k in ("rouge1", "rouge2", "rougeL")),
@@ -337,9 +337,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     out_json = Path(cfg.out_json or Path("results") / f"{cfg.name.replace('/', '_')}.{cfg.split}.json")
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out_json) as f:
-        f.write((json.dumps(results, indent=2) + "\n").encode())
+    # The table first, the JSON last: a resumed study skips an evaluation whose JSON exists, so a kill between
+    # the two must leave the row to be written again (update_table replaces a row of the same name and split).
     results["table"] = update_table(cfg.table, table_row(results))
+    with atomic_open(out_json) as f:
+        f.write((json.dumps({k: v for k, v in results.items() if k != "table"}, indent=2) + "\n").encode())
     return results
 
 

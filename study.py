@@ -236,6 +236,8 @@ class Study:
                         resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, warmup_steps=10)
         self.say(f"training {name}")
         summary = train.train(TrainConfig(**{**settings, **overrides}))
+        if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
+            raise train.TrainingStopped(f"{name} stopped at step {summary['steps']}; run the study again to resume it")
         write_json(done, summary)
         return run_dir
 

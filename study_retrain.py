@@ -111,6 +111,11 @@ class RetrainConfig:
             raise ValueError("need 0 < --part_a_share < 1 and 0 < --challenge_share <= 1")
         if any(a not in self.alphas for a in self.kd_alphas) or self.kd_min_p not in self.min_ps:
             raise ValueError("--kd_alphas must be among --alphas and --kd_min_p among --min_ps (their sets are made)")
+        if self.prompt_tokens + self.gen_tokens > self.seq_len:
+            raise ValueError(f"--prompt_tokens + --gen_tokens = {self.prompt_tokens + self.gen_tokens} must fit the "
+                             f"models' context, --seq_len {self.seq_len}")
+        if self.devtest_tokens < 0 or self.heldout_tokens < 0:
+            raise ValueError("--devtest_tokens and --heldout_tokens must be >= 0 (0 heldout: to the end of the split)")
 
 
 def set_name(alpha: float, min_p: float) -> str:
@@ -259,6 +264,8 @@ class RetrainStudy:
                         out_dir=str(run_dir), resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir,
                         dropout=cfg.dropout, warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
         summary = train.train(TrainConfig(**{**settings, **overrides}))
+        if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
+            raise train.TrainingStopped(f"{name} stopped at step {summary['steps']}; run the study again to resume it")
         write_json(run_dir / "summary.json", summary)
         (run_dir / "latest.pt").unlink(missing_ok=True)  # weights + AdamW moments: only for resuming; best.pt stays
 

@@ -106,14 +106,18 @@ def report(results: Path) -> str:
     what = {a["name"]: a["what"] for a in plan["arms"]}
     arms = {k: v for k, v in arms.items() if v}
     begin, end = plan["heldout"]
-    lines = [f"## The seed's regime: the base continued on each set (held-out: test tokens {begin:,} to {end:,})", "",
+    lines = [f"## The seed's regime: the base continued on each set, and the KD students (held-out: test tokens "
+             f"{begin:,} to {end:,})", "",
+             "vs real: each arm against the base continued on real text of the same size, paired by seed; a KD "
+             "student against the KD student on real text at its own weight. Count baselines have no seeds (—).", "",
              "| arm | what | seeds | held-out ppl [95% CI] | vs base [95% CI] | vs real, paired by seed [95% CI] | "
              + " | ".join(f"{b} ppl" for b in BUCKETS) + " |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * len(BUCKETS)]
     for name, row in refs.items():
         vs_base = None if name in ("base", "unigram", "bigram") or base_loss is None else \
             {"mean": row["loss"] - base_loss, "half_width": None}
-        lines.append(f"| {name} | {WHAT[name]} | 1 | {math.exp(row['loss']):,.1f} | {change(vs_base)} | | "
+        seeds = "—" if name in ("unigram", "bigram") else "1"
+        lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(vs_base)} | | "
                      f"{buckets({b: row['by_frequency'][b]['mean_nll'] for b in BUCKETS})} |")
     for name, row in arms.items():
         lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {ppl_ci(row['loss'])} | "

@@ -265,7 +265,7 @@ def test_first_token_evaluates_a_slice(world, tmp_path):
     assert res["perplexity"]["loss"] == pytest.approx(direct.loss, rel=1e-6)
     first_prompt = tokenizer.decode(tokens[:16].tolist())  # passage 0 starts the slice, not the split
     assert res["generation"]["examples"][0]["prompt"] == first_prompt
-    assert "| test[100:] | 300 |" in (tmp_path / "t.md").read_text()
+    assert "| test[100:400] | 300 |" in (tmp_path / "t.md").read_text()
     with pytest.raises(SystemExit, match="--first_token"):
         run_cli(world, world["run"], "--first_token", str(len(SplitTokens(world["data"], "test")) - 1))
 

@@ -226,3 +226,13 @@ def test_the_test_split_is_cut_at_the_dev_test_boundary():
     assert study_eval.cut_test_split(1000, 400, 5000)[1].n_tokens == 600  # a cap past the end: to the end
     with pytest.raises(ValueError, match="dev_test_tokens"):
         study_eval.cut_test_split(1000, 999, 0)
+
+
+def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
+    """train.train returns normally after SIGINT / SIGTERM (it saved latest.pt and stopped early): the study
+    must stop too, without the summary.json that would make the next run skip the unfinished one."""
+    cfg = toy_config(tmp_path)
+    monkeypatch.setattr(train, "train", lambda config: {"stopped_early": True, "steps": 3})
+    with pytest.raises(train.TrainingStopped, match="teacher stopped at step 3"):
+        study.Study(cfg).train_run("teacher", max_steps=16)
+    assert not (tmp_path / "work" / "runs" / "teacher" / "summary.json").exists()
