@@ -19,7 +19,7 @@ Design (every choice is a RetrainConfig field; issue #17, items 2-4):
 5. KD with soft labels: students cut from the teacher (gpt2.kd.student_layers, DistilGPT2's evenly spaced
    map) trained with the teacher's soft targets (train.py --teacher) on the `kd_alphas` sets at `kd_min_p`
    and on the real subset, at every `kd_weights` (1: soft targets only); and the cut student untrained.
-6. Protocol: the test split's first `devtest_tokens` are the dev-test, where choices may look; every figure
+6. Protocol: the test split's first `dev_test_tokens` are the dev-test, where choices may look; every figure
    here is measured on the held-out slice after it (`heldout_tokens`; gpt2.metrics.perplexity, per-token NLL
    kept in work_dir/nll so that frequency buckets can be computed), beside the train split's n-gram baselines.
    Nothing in this script makes a choice on test tokens: base and teacher keep their best val checkpoint.
@@ -46,6 +46,7 @@ import numpy as np
 import distill
 import study_retrain_report
 import train
+from study_eval import cut_test_split, write_json
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_data_dir
@@ -77,7 +78,7 @@ class RetrainConfig:
     prompt_tokens: int = 32  # real part-B tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds; prompt + gen is also the real sets' chunk length
     challenge_share: float = 0.5  # each seed picks hardest / middle / easiest from this random share of the chunks
-    devtest_tokens: int = 60_000  # the test split's first tokens: the dev-test, never reported here
+    dev_test_tokens: int = 60_000  # the test split's first tokens: the dev-test, never reported here
     heldout_tokens: int = 120_000  # the held-out slice: this many tokens after the dev-test (0: all the rest of
                                    # the test split, 226K on Wikitext-2)
     n_layer: int = 4  # base (and so teacher and arms): transformer blocks, from scratch
@@ -114,8 +115,8 @@ class RetrainConfig:
         if self.prompt_tokens + self.gen_tokens > self.seq_len:
             raise ValueError(f"--prompt_tokens + --gen_tokens = {self.prompt_tokens + self.gen_tokens} must fit the "
                              f"models' context, --seq_len {self.seq_len}")
-        if self.devtest_tokens < 0 or self.heldout_tokens < 0:
-            raise ValueError("--devtest_tokens and --heldout_tokens must be >= 0 (0 heldout: to the end of the split)")
+        if self.dev_test_tokens < 0 or self.heldout_tokens < 0:
+            raise ValueError("--dev_test_tokens and --heldout_tokens must be >= 0 (0 heldout: to the end of the split)")
 
 
 def set_name(alpha: float, min_p: float) -> str:
@@ -196,12 +197,6 @@ class Progress:
         write_json(self.timings_path, self.timings)
 
 
-def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as f:
-        f.write((json.dumps(record, indent=2) + "\n").encode())
-
-
 class RetrainStudy:
     """The pieces, in order; each writes its output file last, and is skipped when that file exists."""
 
@@ -211,12 +206,12 @@ class RetrainStudy:
         self.n_a = int(len(self.train_tokens) * cfg.part_a_share)
         self.train_counts = ngram.type_counts(self.train_tokens)
         self.buckets = tail.frequency_buckets(self.train_counts)
-        test = SplitTokens(cfg.data_dir, "test")
-        end = len(test) if not cfg.heldout_tokens else min(len(test), cfg.devtest_tokens + cfg.heldout_tokens)
-        if end - cfg.devtest_tokens < cfg.seq_len:
-            raise ValueError(f"the test split ({len(test):,} tokens) leaves no held-out slice after the dev-test's "
-                             f"--devtest_tokens {cfg.devtest_tokens:,}")
-        self.heldout_range = (cfg.devtest_tokens, end)
+        n_test = len(SplitTokens(cfg.data_dir, "test"))
+        _, held = cut_test_split(n_test, cfg.dev_test_tokens, cfg.heldout_tokens)  # the study's own cut
+        if held.n_tokens < cfg.seq_len:
+            raise ValueError(f"the test split ({n_test:,} tokens) leaves no held-out slice of --seq_len {cfg.seq_len} "
+                             f"after the dev-test's --dev_test_tokens {cfg.dev_test_tokens:,}")
+        self.heldout_range = (held.first, held.first + held.n_tokens)
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.dirs = {PART_A: self.work / "data" / PART_A, PART_B: self.work / "data" / PART_B}
         self.n_val = len(SplitTokens(cfg.data_dir, "val"))

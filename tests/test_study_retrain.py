@@ -29,7 +29,7 @@ def toy_config(root: Path, data: Path) -> study_retrain.RetrainConfig:
     return study_retrain.RetrainConfig(
         data_dir=str(data), work_dir=str(root / "work"), results_dir=str(root / "results"), seeds=[0, 1],
         alphas=[1.0, -1.0], min_ps=[0.1], kd_alphas=[-1.0], set_tokens=300, prompt_tokens=8, gen_tokens=24,
-        devtest_tokens=600, n_layer=2, n_head=2, n_embd=16, base_steps=8, base_lr=1e-2, teacher_steps=4,
+        dev_test_tokens=600, n_layer=2, n_head=2, n_embd=16, base_steps=8, base_lr=1e-2, teacher_steps=4,
         arm_steps=2, seq_len=32, batch_tokens=128, device="cpu")
 
 
@@ -186,7 +186,7 @@ def test_command_line_lists_every_setting():
     from gpt2.cli import build_parser
 
     text = build_parser(study_retrain.RetrainConfig).format_help()
-    for flag in ("--part_a_share", "--min_ps", "--kd_weights", "--devtest_tokens", "--arm_steps", "--challenge_share"):
+    for flag in ("--part_a_share", "--min_ps", "--kd_weights", "--dev_test_tokens", "--arm_steps", "--challenge_share"):
         assert flag in text
     with pytest.raises(ValueError, match="kd_alphas"):
         study_retrain.RetrainConfig(alphas=[1.0], kd_alphas=[-1.0])
