@@ -59,7 +59,7 @@ from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import every_other, student_layers
-from gpt2.metrics import ngram, tail
+from gpt2.metrics import tail
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.model import GPT
 from gpt2.unseen import share_unseen_rows
@@ -210,11 +210,10 @@ class Study:
         self.cfg, self.work, self.results = cfg, Path(cfg.work_dir), Path(cfg.results_dir)
         self.results.mkdir(parents=True, exist_ok=True)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
-        self.train_counts = ngram.type_counts(self.train_tokens)
         # Every step on the device the runs train on (study-gpt2: the GPU), in the precision they train in.
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.evals = Evaluations(cfg, self.results, self.train_tokens, self.say, self.device, self.amp_dtype)
-        self.buckets = self.evals.buckets
+        self.train_counts, self.buckets = self.evals.train_counts, self.evals.buckets  # counted once, there
         self.t0 = time.perf_counter()
         per_seed = len(cfg.samplings()) + 1 + int(cfg.full_train)  # the synthetic sets, the subset, full-train
         self.progress = Progress({"arm": len(cfg.seeds) * per_seed + 2 * len(cfg.extra_seeds),

@@ -62,8 +62,8 @@ class Evaluations:
     def __init__(self, settings, results: Path, train_tokens: np.ndarray, say: Callable[[str], None],
                  device, amp_dtype):
         self.cfg, self.results, self.say, self.device, self.amp_dtype = settings, results, say, device, amp_dtype
-        self.train_tokens = train_tokens
-        self.buckets = tail.frequency_buckets(ngram.type_counts(train_tokens))
+        self.train_tokens, self.train_counts = train_tokens, ngram.type_counts(train_tokens)
+        self.buckets = tail.frequency_buckets(self.train_counts)
         self.val_tokens = SplitTokens(settings.data_dir, "val")[:].astype(np.int64)
         n_test = len(SplitTokens(settings.data_dir, "test"))
         self.slices = cut_test_split(n_test, settings.dev_test_tokens, settings.heldout_tokens)
