@@ -20,6 +20,7 @@ import train
 from data.loader import SplitTokens
 from data.shards import write_shard
 from gpt2.checkpoint import load_model
+from gpt2.metrics import ngram
 
 
 def toy_data(root: Path, test_start: int = 5000) -> Path:
@@ -95,7 +96,7 @@ def guard_the_choices(monkeypatch, boundary: int) -> HeldoutGuard:
     """Every function that makes a choice: which alpha feeds a student, the bigrams' lambda (on val), and the
     training runs (best.pt is chosen by validation loss)."""
     guard = HeldoutGuard(monkeypatch, boundary)
-    for module, name in ((study, "best_alpha"), (study.ngram, "tune_lambda"), (train, "train")):
+    for module, name in ((study, "best_alpha"), (ngram, "tune_lambda"), (train, "train")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
         guard.wrap(module, name)
     return guard
