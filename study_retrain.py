@@ -120,7 +120,7 @@ class RetrainConfig:
 
 
 def set_name(alpha: float, min_p: float) -> str:
-    return f"alpha={alpha:g}-minp={min_p:g}"
+    return f"alpha={alpha:g},min_p={min_p:g}"  # study.py's spelling of a set at a named min_p
 
 
 REAL, CHALLENGE, PART_B, PART_A = "real", ("hardest", "middle", "easiest"), "part-b", "part-a"
@@ -147,7 +147,7 @@ def plan_record(cfg: RetrainConfig, heldout: tuple[int, int]) -> dict:
     """What the report needs to know of the plan (plan.json): the seeds, the held-out slice of the test split, and
     every arm in order with what it is and the arm it is contrasted with, paired by seed."""
     arms = [{"name": n, "what": WHAT.get(n) or "teacher's continuations, p^{} in p ≥ {} p_max".format(
-        *n.removeprefix("alpha=").split("-minp=")), "reference": REAL} for n in arm_names(cfg)]
+        *n.removeprefix("alpha=").split(",min_p=")), "reference": REAL} for n in arm_names(cfg)]
     arms += [{"name": k, "what": f"student cut from the teacher, KD weight {w:g}, on {s}",
               "reference": f"kd{w:g}-{REAL}"} for k, s, w in kd_names(cfg)]
     return {"seeds": cfg.seeds, "heldout": list(heldout), "arms": arms}

@@ -67,9 +67,9 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     for path in [*results.rglob("*-s1.json"), *work.glob("nll/*-s1.npy")]:
         path.unlink()
     for path in [*work.glob("runs/*-s1"), *work.glob("sets/*-s1")]:
-        if path != work / "sets" / "alpha=1-minp=0.1-s1":
+        if path != work / "sets" / "alpha=1,min_p=0.1-s1":
             shutil.rmtree(path)
-    (work / "sets" / "alpha=1-minp=0.1-s1" / "manifest.json").unlink()
+    (work / "sets" / "alpha=1,min_p=0.1-s1" / "manifest.json").unlink()
     (work / "runs" / "part-a-s0" / "summary.json").unlink()
     (work / "runs" / "real-s1").mkdir()
     (work / "runs" / "real-s1" / "run.json").write_text("{}")
@@ -90,7 +90,7 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     with pytest.raises(Cut):
         run_study(whole)
     monkeypatch.undo()
-    killed_run = work / "runs" / "alpha=1-minp=0.1-s1"  # the first run still to do: killed after its checkpoint
+    killed_run = work / "runs" / "alpha=1,min_p=0.1-s1"  # the first run still to do: killed after its checkpoint
     assert (killed_run / "latest.pt").exists() and not (killed_run / "summary.json").exists()
     run_study(whole)
     assert results_of(whole) == finished
@@ -103,7 +103,7 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
 def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) -> None:
     """Every piece's result and every table row of a finished toy study, the progress lines it printed, and
     one evaluation's per-token NLL against its perplexity."""
-    assert "[study-retrain" in printed and "training alpha=-1-minp=0.1-s1 (" in printed and " min left)" in printed
+    assert "[study-retrain" in printed and "training alpha=-1,min_p=0.1-s1 (" in printed and " min left)" in printed
     results = Path(whole.results_dir)
     for name in ("base", "teacher", "student-cut"):
         assert (results / f"{name}.json").exists()
@@ -114,11 +114,11 @@ def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) 
             assert (results / f"{arm}-s{seed}.json").exists(), arm
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(arms) | {"base", "teacher", "student-cut", "unigram", "bigram"} <= set(rows)
-    assert "p = " in rows["alpha=-1-minp=0.1"] and "p = " in rows["kd1-alpha=-1-minp=0.1"]
+    assert "p = " in rows["alpha=-1,min_p=0.1"] and "p = " in rows["kd1-alpha=-1,min_p=0.1"]
     assert "p = " not in rows["real"]  # the reference itself
-    record = json.loads((results / "alpha=1-minp=0.1-s0.json").read_text())
+    record = json.loads((results / "alpha=1,min_p=0.1-s0.json").read_text())
     assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
-    nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1-minp=0.1-s0.npy")
+    nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1,min_p=0.1-s0.npy")
     assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
     assert "test tokens 600 to 1,400" in text
 
