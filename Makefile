@@ -126,12 +126,6 @@ study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small 
 study-report: install  ## redraw the study's tables and plot ($(STUDY_RESULTS)/study.md) from what study.py wrote there
 	$(PY) study_report.py --results_dir $(STUDY_RESULTS)
 
-# On a GPU, with the real splits: gpt2 fine-tuned as the teacher, gpt2 retrained on every set, T = 1024.
-study-gpt2: install $(DATA)/manifest.json  ## the same sweep with GPT-2 itself (a GPU) -> results/study-gpt2/
-	$(PY) study.py --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 --teacher_init gpt2 \
-		--min_p 0.1 --arm_init gpt2 --arm_epochs 2 --teacher_steps 220 --teacher_lr 1e-4 --arm_lr 1e-4 --seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 \
-		--set_tokens 600000 --gen_passages 200 --gen_prompt_tokens 128 --gen_new_tokens 64 \
-		--brackets alpha=2 alpha=1,min_p=0 alpha=1,min_p=0.002 alpha=-1,min_p=0.002 $(STUDY_ARGS)
 
 # ---- the study, second edition: the seed's regime (study_retrain.py): a base pretrained on part A of the train split,
 # the teacher = the base fine-tuned on all of it, the base continued on each set of part B; held-out test tokens only.
@@ -144,6 +138,13 @@ study-retrain: install $(STUDY_DATA)/manifest.json  ## the seed's regime on a 2-
 
 study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.md from what study_retrain.py wrote there
 	$(PY) study_retrain_report.py --results_dir $(STUDY_RETRAIN_RESULTS)
+
+# The same structure on a GPU with GPT-2 as the base (study_retrain.py --base_init gpt2): the teacher = gpt2 fine-tuned
+# on the real train split (3 passes), sets drawn from that split's prompts, gpt2 continued on each (4.4 passes), T = 1024.
+study-gpt2: install $(DATA)/manifest.json  ## the seed's regime with GPT-2 itself (a GPU; resumable) -> results/study-gpt2/
+	$(PY) study_retrain.py --base_init gpt2 --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 \
+		--seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 --teacher_steps 220 --teacher_lr 1e-4 --arm_steps 40 \
+		--arm_lr 1e-4 --set_tokens 300000 --prompt_tokens 128 --gen_tokens 384 --heldout_tokens 0 $(STUDY_RETRAIN_ARGS)
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=

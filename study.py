@@ -89,7 +89,7 @@ class StudyConfig:
     prompt_tokens: int = 32  # real tokens that start each synthetic sequence
     gen_tokens: int = 224  # tokens the teacher adds to each prompt
     # the teacher, trained on the train split: from scratch (the sizes below) or fine-tuned from a model
-    teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2: the GPU recipe, `make study-gpt2`)
+    teacher_init: str = "scratch"  # "scratch", or any train.py --init source (gpt2, on a GPU)
     teacher_layers: int = 4  # teacher_init scratch: transformer blocks
     teacher_heads: int = 6  # teacher_init scratch: attention heads
     teacher_width: int = 192  # teacher_init scratch: model width
@@ -210,7 +210,7 @@ class Study:
         self.cfg, self.work, self.results = cfg, Path(cfg.work_dir), Path(cfg.results_dir)
         self.results.mkdir(parents=True, exist_ok=True)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
-        # Every step on the device the runs train on (study-gpt2: the GPU), in the precision they train in.
+        # Every step on the device the runs train on (a GPU teacher: the GPU), in the precision they train in.
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.evals = Evaluations(cfg, self.results, self.train_tokens, self.say, self.device, self.amp_dtype)
         self.train_counts, self.buckets = self.evals.train_counts, self.evals.buckets  # counted once, there

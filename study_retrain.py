@@ -8,7 +8,9 @@ the same model continued on real text of the same size? Measured on held-out tes
 Design (every choice is a RetrainConfig field; issue #17, items 2-4):
 1. The train split is cut into part A (its first `part_a_share`) and part B (the rest), both contiguous.
 2. The base: a small GPT pretrained from scratch on part A (as GPT-2 was pretrained on other text). The
-   teacher: the base fine-tuned on the whole train split (as GPT-2 -> fine-tuned GPT-2).
+   teacher: the base fine-tuned on the whole train split (as GPT-2 -> fine-tuned GPT-2). With --base_init gpt2
+   (make study-gpt2, a GPU) the base is GPT-2 itself, part A is its own pretraining text (WebText: not public,
+   so no part-A arm) and part B is the whole train split.
 3. Per seed, the sets, `set_tokens` each, all from part B: the teacher's continuations of part B's prompts
    (distill.py; weights p^alpha inside {p >= min_p p_max}, every alpha at every min_p); a random real subset
    of part B (data/subset.py); and challenging real examples: part B's chunks scored by the base (its mean
@@ -32,6 +34,7 @@ differs between runs); runs, sets and per-token NLL in `work_dir`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -69,7 +72,10 @@ class RetrainConfig:
     work_dir: str = "study-retrain"  # runs, sets, parts A/B and per-token NLL (large, not committed)
     results_dir: str = "results/study-retrain"  # one JSON per piece, the report (small, committed)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seed: its prompts, draws, subsets, data order
-    part_a_share: float = 0.5  # part A = this share of the train split, from its start; part B = the rest
+    base_init: str = "scratch"  # "scratch": the base is pretrained here on part A; else the base is this model
+                                # as it is (gpt2: make study-gpt2), part A its own pretraining text (not read),
+                                # part B the whole train split, and no part-A arm
+    part_a_share: float = 0.5  # scratch base: part A = this share of the train split, from its start; B = the rest
     alphas: list[float] = field(default_factory=lambda: [1.0, 0.0, -1.0])  # synthetic sets: weights p^alpha
     min_ps: list[float] = field(default_factory=lambda: [0.1, 0.002])  # every alpha at each plausible set
                                                                        # {p >= min_p p_max}: 0.1 is the recipe's
@@ -81,9 +87,9 @@ class RetrainConfig:
     dev_test_tokens: int = 60_000  # the test split's first tokens: the dev-test, never reported here
     heldout_tokens: int = 120_000  # the held-out slice: this many tokens after the dev-test (0: all the rest of
                                    # the test split, 226K on Wikitext-2)
-    n_layer: int = 4  # base (and so teacher and arms): transformer blocks, from scratch
-    n_head: int = 6  # base: attention heads
-    n_embd: int = 192  # base: model width
+    n_layer: int = 4  # scratch base (and so teacher and arms): transformer blocks
+    n_head: int = 6  # scratch base: attention heads
+    n_embd: int = 192  # scratch base: model width
     base_steps: int = 160  # base: optimizer steps on part A (batch_tokens each); best.pt by val loss
     base_lr: float = 3e-3  # base: peak learning rate (cosine to 1/20 of it)
     teacher_steps: int = 80  # teacher: steps of fine-tuning the base on the whole train split; best.pt by val
@@ -103,12 +109,16 @@ class RetrainConfig:
     micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda"
 
+    @property
+    def pretrains_base(self) -> bool:
+        return self.base_init == "scratch"
+
     def __post_init__(self) -> None:
         if not self.seeds or not self.alphas or not self.min_ps or not self.kd_weights:
             raise ValueError("--seeds, --alphas, --min_ps and --kd_weights must each list at least one value")
         require_positive(self, "set_tokens", "base_steps", "teacher_steps", "arm_steps", "seq_len", "batch_tokens",
                          "micro_batch_size", "prompt_tokens", "gen_tokens")
-        if not 0 < self.part_a_share < 1 or not 0 < self.challenge_share <= 1:
+        if (self.pretrains_base and not 0 < self.part_a_share < 1) or not 0 < self.challenge_share <= 1:
             raise ValueError("need 0 < --part_a_share < 1 and 0 < --challenge_share <= 1")
         if any(a not in self.alphas for a in self.kd_alphas) or self.kd_min_p not in self.min_ps:
             raise ValueError("--kd_alphas must be among --alphas and --kd_min_p among --min_ps (their sets are made)")
@@ -128,8 +138,9 @@ REAL, CHALLENGE, PART_B, PART_A = "real", ("hardest", "middle", "easiest"), "par
 
 def arm_names(cfg: RetrainConfig) -> list[str]:
     """The base continued: on each synthetic set, real text of the same size, the challenging chunks,
-    the whole of part B (the ceiling) and part A (no new data)."""
-    return [set_name(a, m) for m in cfg.min_ps for a in cfg.alphas] + [REAL, *CHALLENGE, PART_B, PART_A]
+    the whole of part B (the ceiling) and part A (no new data; only where the base was pretrained here)."""
+    brackets = [PART_B, PART_A] if cfg.pretrains_base else [PART_B]
+    return [set_name(a, m) for m in cfg.min_ps for a in cfg.alphas] + [REAL, *CHALLENGE, *brackets]
 
 
 def kd_names(cfg: RetrainConfig) -> list[tuple[str, str, float]]:
@@ -203,7 +214,7 @@ class RetrainStudy:
     def __init__(self, cfg: RetrainConfig):
         self.cfg, self.work, self.results = cfg, Path(cfg.work_dir), Path(cfg.results_dir)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
-        self.n_a = int(len(self.train_tokens) * cfg.part_a_share)
+        self.n_a = int(len(self.train_tokens) * cfg.part_a_share) if cfg.pretrains_base else 0  # part B: all
         self.train_counts = ngram.type_counts(self.train_tokens)
         self.buckets = tail.frequency_buckets(self.train_counts)
         n_test = len(SplitTokens(cfg.data_dir, "test"))
@@ -214,6 +225,7 @@ class RetrainStudy:
         self.heldout_range = (held.first, held.first + held.n_tokens)
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.dirs = {PART_A: self.work / "data" / PART_A, PART_B: self.work / "data" / PART_B}
+        self.base = str(self.run_dir("base") / "best.pt") if cfg.pretrains_base else cfg.base_init
         self.n_val = len(SplitTokens(cfg.data_dir, "val"))
 
     # ---- paths
@@ -231,7 +243,8 @@ class RetrainStudy:
     # ---- 1. parts A and B, the n-gram baselines
     def split_parts(self) -> None:
         n = len(self.train_tokens)
-        for name, (begin, end) in ((PART_A, (0, self.n_a)), (PART_B, (self.n_a, n))):
+        parts = {PART_A: (0, self.n_a), PART_B: (self.n_a, n)} if self.cfg.pretrains_base else {PART_B: (0, n)}
+        for name, (begin, end) in parts.items():
             write_data_dir(self.dirs[name], {"train": self.train_tokens[begin:end]}, {
                 "kind": name, "source": {"data_dir": self.cfg.data_dir, "split": "train", "range": [begin, end]},
                 "splits": {"train": {}}}, shard_tokens=100_000_000)
@@ -282,9 +295,13 @@ class RetrainStudy:
     def checkpoint(self, run: str) -> Callable:
         return lambda: load_model(self.run_dir(run) / "best.pt")
 
+    @functools.cached_property
+    def student_blocks(self) -> list[int]:
+        """The teacher's blocks a cut student keeps (DistilGPT2's evenly spaced map); read once the teacher exists."""
+        return student_layers(load_model(self.run_dir("teacher") / "best.pt").config.n_layer)
+
     def cut_student(self):
-        teacher = load_model(self.run_dir("teacher") / "best.pt")
-        return make_student(teacher, student_layers(teacher.config.n_layer))
+        return make_student(load_model(self.run_dir("teacher") / "best.pt"), self.student_blocks)
 
     # ---- 3. the sets
     def synthetic_set(self, alpha: float, min_p: float, seed: int) -> None:
@@ -319,7 +336,7 @@ class RetrainStudy:
         L = self.cfg.prompt_tokens + self.cfg.gen_tokens
         part_b = self.train_tokens[self.n_a :]
         n = len(part_b) // L
-        model = load_model(self.run_dir("base") / "best.pt", device=self.device)
+        model = load_model(self.base, device=self.device)
         nll = evaluate_perplexity(model, part_b[: n * L], seq_len=L, stride=L, device=self.device,
                                   autocast_dtype=self.amp_dtype, progress=False, per_token=True).token_nll
         nll = np.concatenate([nll, [np.nan]]).reshape(n, L)[:, : L - 1]  # drop each window's look at the next chunk
@@ -365,19 +382,14 @@ class RetrainStudy:
         return COST[kind] * steps * self.cfg.batch_tokens + evals * self.n_val
 
     def pieces(self) -> list[Piece]:
-        cfg, shape = self.cfg, dict(n_layer=self.cfg.n_layer, n_head=self.cfg.n_head, n_embd=self.cfg.n_embd)
-        base, teacher = str(self.run_dir("base") / "best.pt"), str(self.run_dir("teacher") / "best.pt")
-        every = {"base": max(1, cfg.base_steps // 8), "teacher": max(1, cfg.teacher_steps // 8)}  # best.pt by val
+        cfg, base, teacher = self.cfg, self.base, str(self.run_dir("teacher") / "best.pt")
         plan = [Piece("splitting the train split into parts A and B", self.dirs[PART_B] / "manifest.json", 0.0,
                       self.split_parts),
                 Piece("n-gram baselines", self.results / "ngram.json", 0.0, self.baselines),
-                self.train_piece("base", self.train_units(cfg.base_steps, evals=9), init="scratch", **shape,
-                                 max_steps=cfg.base_steps, lr=cfg.base_lr, data_dir=str(self.dirs[PART_A]), seed=1337,
-                                 eval_interval=every["base"]),
-                self.eval_piece("base"),
+                *self.base_pieces(),
                 self.train_piece("teacher", self.train_units(cfg.teacher_steps, evals=9), init=base,
                                  max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, data_dir=cfg.data_dir, seed=1337,
-                                 eval_interval=every["teacher"]),
+                                 eval_interval=max(1, cfg.teacher_steps // 8)),  # best.pt by val
                 self.eval_piece("teacher"),
                 self.eval_piece("student-cut", self.cut_student),
                 Piece("scoring part B's chunks with the base", self.work / "chunk_scores.npy",
@@ -385,6 +397,17 @@ class RetrainStudy:
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
             plan += self.seed_pieces(seed, base, teacher)
         return plan
+
+    def base_pieces(self) -> list[Piece]:
+        """The base pretrained on part A (keeping its best val checkpoint), or --base_init as it is; evaluated."""
+        cfg = self.cfg
+        if not cfg.pretrains_base:
+            return [self.eval_piece("base", lambda: load_model(cfg.base_init))]
+        return [self.train_piece("base", self.train_units(cfg.base_steps, evals=9), init="scratch",
+                                 n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, max_steps=cfg.base_steps,
+                                 lr=cfg.base_lr, data_dir=str(self.dirs[PART_A]), seed=1337,
+                                 eval_interval=max(1, cfg.base_steps // 8)),
+                self.eval_piece("base")]
 
     def seed_pieces(self, seed: int, base: str, teacher: str) -> list[Piece]:
         cfg = self.cfg
@@ -404,12 +427,13 @@ class RetrainStudy:
             arms += [self.train_piece(name, self.train_units(cfg.arm_steps), init=base, max_steps=cfg.arm_steps,
                                       lr=cfg.arm_lr, data_dir=str(self.set_dir(arm, seed)), seed=seed),
                      self.eval_piece(name)]
-        layers = student_layers(cfg.n_layer)
         for student, data, weight in kd_names(cfg):
-            name = f"{student}-s{seed}"
-            arms += [self.train_piece(name, self.train_units(cfg.arm_steps, "kd"), init=teacher, init_layers=layers,
-                                      teacher=teacher, kd_weight=weight, max_steps=cfg.arm_steps, lr=cfg.arm_lr,
-                                      data_dir=str(self.set_dir(data, seed)), seed=seed),
+            name, kd = f"{student}-s{seed}", dict(init=teacher, teacher=teacher, kd_weight=weight, lr=cfg.arm_lr,
+                                                  max_steps=cfg.arm_steps, data_dir=str(self.set_dir(data, seed)),
+                                                  seed=seed)
+            arms += [Piece(f"training {name}", self.run_dir(name) / "summary.json",
+                           self.train_units(cfg.arm_steps, "kd"),
+                           lambda name=name, kd=kd: self.train_run(name, init_layers=self.student_blocks, **kd)),
                      self.eval_piece(name)]
         return sets + arms
 
@@ -424,9 +448,10 @@ class RetrainStudy:
 
 
 def same_settings(results: Path, cfg: RetrainConfig) -> None:
-    """A resumed study must be the same study: refuse when results_dir holds one run with other settings."""
-    path, now = results / "config.json", config_to_dict(cfg)
-    before = json.loads(path.read_text()) if path.exists() else now
+    """A resumed study must be the same study: refuse when results_dir holds one run with other settings (a
+    setting it does not name, added since, had its default value then)."""
+    path, now, default = results / "config.json", config_to_dict(cfg), config_to_dict(RetrainConfig())
+    before = {**default, **json.loads(path.read_text())} if path.exists() else now
     diffs = [f"{k}={before.get(k)!r} there, {v!r} now" for k, v in now.items() if k != "device" and before.get(k) != v]
     if diffs:
         sys.exit(f"error: {path} holds a study with other settings ({'; '.join(diffs)}): resume it with its own "

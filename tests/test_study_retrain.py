@@ -190,3 +190,39 @@ def test_command_line_lists_every_setting():
         assert flag in text
     with pytest.raises(ValueError, match="kd_alphas"):
         study_retrain.RetrainConfig(alphas=[1.0], kd_alphas=[-1.0])
+
+
+@pytest.mark.slow
+def test_a_published_base_is_continued_as_it_is(tmp_path, encoding, one_thread):
+    """--base_init (make study-gpt2's gpt2): no base is trained, part B is the whole train split, there is no
+    part-A arm, and the arms start from that model; the students are cut from its teacher's depth, not --n_layer."""
+    from test_weights import random_hf_model
+
+    hf_dir = tmp_path / "published"
+    random_hf_model(n_layer=4, n_head=2, n_embd=16, n_positions=64, vocab_size=50257).save_pretrained(hf_dir)
+    cfg = toy_config(tmp_path, toy_data(tmp_path))
+    cfg = study_retrain.RetrainConfig(**{**study_retrain.config_to_dict(cfg), "base_init": str(hf_dir), "seeds": [0],
+                                         "kd_weights": [1.0]})
+    text = run_study(cfg)
+    work, results = Path(cfg.work_dir), Path(cfg.results_dir)
+    assert not (work / "runs" / "base").exists() and not (work / "data" / "part-a").exists()
+    assert len(SplitTokens(work / "data" / "part-b", "train")) == len(SplitTokens(cfg.data_dir, "train"))
+    assert "part-a" not in study_retrain.arm_names(cfg) and not list(results.glob("part-a*"))
+    base = json.loads((results / "base.json").read_text())["perplexity"]["loss"]
+    published = evaluate_perplexity(load_model(hf_dir), study_retrain.RetrainStudy(cfg).heldout(), seq_len=32,
+                                     stride=32, progress=False)
+    assert np.isclose(base, published.loss, rtol=1e-5)
+    assert json.loads((work / "runs" / "real-s0" / "run.json").read_text())["config"]["init"] == str(hf_dir)
+    assert load_model(work / "runs" / "kd1-real-s0" / "best.pt").config.n_layer == 2  # blocks 0 and 3 of 4
+    assert "| part-b " in text and "| part-a " not in text
+
+
+def test_a_setting_added_since_a_study_ran_takes_its_default(tmp_path):
+    """A results folder written before --base_init existed resumes under the same settings."""
+    cfg = study_retrain.RetrainConfig(results_dir=str(tmp_path))
+    old = study_retrain.config_to_dict(cfg)
+    del old["base_init"]
+    study_retrain.write_json(tmp_path / "config.json", old)
+    study_retrain.same_settings(tmp_path, cfg)
+    with pytest.raises(SystemExit, match="base_init='scratch' there, 'gpt2' now"):
+        study_retrain.same_settings(tmp_path, study_retrain.RetrainConfig(results_dir=str(tmp_path), base_init="gpt2"))
