@@ -5,10 +5,14 @@
 Every figure is on the held-out slice of the test split. Per arm, over the seeds whose result exists:
     held-out ppl    exp(mean log-perplexity) with its 95% t interval (gpt2.metrics.stats.mean_ci on the losses)
     vs base         the change of perplexity against the base (one model, the same for every seed), in %
+    gain kept       (base loss - arm loss) / (base loss - teacher loss): the share of what fine-tuning gave
     vs real         the ratio of perplexity to the arm on real text of the same size, paired by seed
                     (stats.paired_contrast on the losses; a KD student against the KD student on real text at
                     its weight), with its 95% interval and p-value
-and the perplexity by the target's frequency in the train split (gpt2.metrics.tail), mean over seeds.
+then the paired contrasts (neighbouring alphas, the two plausible sets, hard / easy real chunks against the
+middle, the ceiling against real text, real text against no new data) and the trend over alpha with seed as a
+fixed effect (stats.trend_test); the perplexity by the target's frequency in the train split (gpt2.metrics.tail),
+mean over seeds; and the sets' statistics.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import parse_config
-from gpt2.metrics.stats import mean_ci, paired_contrast
+from gpt2.formatting import fixed
+from gpt2.metrics.stats import mean_ci, paired_contrast, trend_test
 from gpt2.metrics.tail import BUCKETS
 
 REFERENCES = ("unigram", "bigram", "base", "teacher", "student-cut")
@@ -50,19 +55,22 @@ def arm_losses(results: Path, name: str, seeds: list[int]) -> dict[int, dict]:
     return {s: r for s in seeds if (r := read(results / f"{name}-s{s}.json"))}
 
 
-def summarize(results: Path, name: str, ref: str, seeds: list[int], base_loss: float | None) -> dict | None:
-    runs, ref_runs = arm_losses(results, name, seeds), arm_losses(results, ref, seeds)
+def summarize(results: Path, name: str, ref: str, seeds: list[int], refs: dict[str, dict]) -> dict | None:
+    """An arm over its seeds: the held-out loss (mean, 95% CI), by frequency bucket, its change against the base,
+    the share of the fine-tuning gain (base -> teacher) it kept, and its ratio to `ref` paired by seed."""
+    runs = arm_losses(results, name, seeds)
     if not runs:
         return None
     losses = [r["perplexity"]["loss"] for r in runs.values()]
     row = {"seeds": sorted(runs), "loss": mean_ci(losses),
            "by_frequency": {b: _mean([r["by_frequency"][b]["mean_nll"] for r in runs.values()]) for b in BUCKETS}}
-    if base_loss is not None:
-        row["vs_base"] = mean_ci([v - base_loss for v in losses])
-    common = [s for s in sorted(runs) if s in ref_runs]
-    if name != ref and len(common) >= 2:
-        row["vs_real"] = {"against": ref, **paired_contrast([runs[s]["perplexity"]["loss"] for s in common],
-                                                            [ref_runs[s]["perplexity"]["loss"] for s in common])}
+    if "base" in refs:
+        base = refs["base"]["loss"]
+        row["vs_base"] = mean_ci([v - base for v in losses])
+        if "teacher" in refs and refs["teacher"]["loss"] < base:
+            row["gain_kept"] = mean_ci([(base - v) / (base - refs["teacher"]["loss"]) for v in losses])
+    if name != ref:
+        row["vs_real"] = {"against": ref, **(paired(results, name, ref, seeds) or {})}
     return row
 
 
@@ -78,6 +86,13 @@ def ppl_ci(ci: dict) -> str:
     return f"{math.exp(m):,.1f} [{math.exp(m - h):,.1f}, {math.exp(m + h):,.1f}]"
 
 
+def share(ci: dict | None) -> str:
+    if ci is None:
+        return ""
+    m, h = ci["mean"], ci["half_width"]
+    return f"{m:.2f}" if h is None else f"{m:.2f} [{m - h:.2f}, {m + h:.2f}]"
+
+
 def change(ci: dict | None) -> str:
     if ci is None:
         return ""
@@ -87,7 +102,7 @@ def change(ci: dict | None) -> str:
 
 
 def contrast(c: dict | None) -> str:
-    if c is None:
+    if not c or "p" not in c:
         return ""
     return f"×{math.exp(c['mean']):.3f} [{math.exp(c['low']):.3f}, {math.exp(c['high']):.3f}], p = {c['p']:.2g}"
 
@@ -96,38 +111,139 @@ def buckets(by_frequency: dict) -> str:
     return " | ".join("" if by_frequency.get(b) is None else f"{math.exp(by_frequency[b]):,.0f}" for b in BUCKETS)
 
 
+def synthetic(name: str) -> tuple[float, float] | None:
+    """'alpha=A,min_p=M' -> (A, M); None for any other arm."""
+    if not name.startswith("alpha=") or ",min_p=" not in name:
+        return None
+    alpha, min_p = name.removeprefix("alpha=").split(",min_p=")
+    return float(alpha), float(min_p)
+
+
+def contrast_pairs(names: list[str]) -> list[tuple[str, str, str]]:
+    """(a, b, what a - b asks), paired by seed: neighbouring alphas at each min_p, each alpha's two plausible sets,
+    the hardest and easiest real chunks against the middle ones, the ceiling against real text of the same size,
+    and real text against no new data (does new text beat the same steps on the base's own?)."""
+    sets = {n: synthetic(n) for n in names if synthetic(n)}
+    pairs = []
+    for min_p in sorted({m for _, m in sets.values()}, reverse=True):
+        alphas = sorted((a for a, m in sets.values() if m == min_p), reverse=True)
+        pairs += [(f"alpha={lo:g},min_p={min_p:g}", f"alpha={hi:g},min_p={min_p:g}", "a lower alpha: less likely tokens")
+                  for hi, lo in zip(alphas, alphas[1:])]
+    for alpha in sorted({a for a, _ in sets.values()}, reverse=True):
+        min_ps = sorted((m for a, m in sets.values() if a == alpha), reverse=True)
+        pairs += [(f"alpha={alpha:g},min_p={wide:g}", f"alpha={alpha:g},min_p={narrow:g}", "a wider plausible set")
+                  for narrow, wide in zip(min_ps, min_ps[1:])]
+    wanted = [("hardest", "middle", "harder real chunks"), ("easiest", "middle", "easier real chunks"),
+              ("part-b", "real", "all of part B, not a same-size sample"), ("real", "part-a", "new real text")]
+    return pairs + [(a, b, what) for a, b, what in wanted if a in names and b in names]
+
+
+def alpha_trends(results: Path, names: list[str], seeds: list[int]) -> dict[str, dict]:
+    """Per min_p: trend_test of held-out log perplexity on alpha, seed as a fixed effect."""
+    sets = {n: synthetic(n) for n in names if synthetic(n)}
+    trends = {}
+    for min_p in sorted({m for _, m in sets.values()}, reverse=True):
+        points = [(a, s, r["perplexity"]["loss"]) for n, (a, m) in sets.items() if m == min_p
+                  for s, r in arm_losses(results, n, seeds).items()]
+        try:
+            trends[f"min_p={min_p:g}"] = trend_test([a for a, _, _ in points], [y for _, _, y in points],
+                                                    [s for _, s, _ in points])
+        except ValueError:  # too few alphas or seeds for a slope
+            pass
+    return trends
+
+
+def paired(results: Path, a: str, b: str, seeds: list[int]) -> dict | None:
+    """paired_contrast of held-out loss, arm a minus arm b, over the seeds both have (None under two)."""
+    la, lb = arm_losses(results, a, seeds), arm_losses(results, b, seeds)
+    common = [s for s in seeds if s in la and s in lb]
+    if len(common) < 2:
+        return None
+    return paired_contrast([la[s]["perplexity"]["loss"] for s in common], [lb[s]["perplexity"]["loss"] for s in common])
+
+
+def headline_table(refs: dict[str, dict], arms: dict[str, dict], what: dict[str, str]) -> list[str]:
+    lines = ["| arm | what | seeds | held-out ppl [95% CI] | vs base [95% CI] | fine-tuning gain kept [95% CI] | "
+             "vs real, paired by seed [95% CI] |", "|---|---|---:|---:|---:|---:|---:|"]
+    base, teacher = refs.get("base", {}).get("loss"), refs.get("teacher", {}).get("loss")
+    for name, row in refs.items():
+        single = {"mean": row["loss"] - base, "half_width": None} if base is not None and name in ("teacher",
+                                                                                                   "student-cut") else None
+        kept = f"{(base - row['loss']) / (base - teacher):.2f}" if single and teacher is not None else ""
+        seeds = "—" if name in ("unigram", "bigram") else "1"
+        lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(single)} | {kept} | |")
+    for name, row in arms.items():
+        lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {ppl_ci(row['loss'])} | "
+                     f"{change(row.get('vs_base'))} | {share(row.get('gain_kept'))} | {contrast(row.get('vs_real'))} |")
+    return lines
+
+
+def bucket_table(refs: dict[str, dict], arms: dict[str, dict]) -> list[str]:
+    lines = ["| arm | " + " | ".join(f"{b} ppl" for b in BUCKETS) + " |", "|---|" + "---:|" * len(BUCKETS)]
+    for name, row in refs.items():
+        lines.append(f"| {name} | {buckets({b: row['by_frequency'][b]['mean_nll'] for b in BUCKETS})} |")
+    lines += [f"| {name} | {buckets(row['by_frequency'])} |" for name, row in arms.items()]
+    return lines
+
+
+def contrasts_table(contrasts: list[dict], trends: dict[str, dict]) -> list[str]:
+    lines = ["| a | b | what a adds | ppl ratio a / b, paired by seed [95% CI] |", "|---|---|---|---:|"]
+    lines += [f"| {c['a']} | {c['b']} | {c['what']} | {contrast(c)} |" for c in contrasts if "p" in c]
+    for min_p, t in trends.items():
+        lines.append(f"| alpha sweep at {min_p} | | the trend: ppl ratio per unit of alpha, seed a fixed effect "
+                     f"({t['n']} runs, {t['n_seeds']} seeds) | {contrast({'mean': t['slope'], **t})} |")
+    return lines
+
+
+def sets_table(results: Path) -> list[str]:
+    """The sets, mean over seeds: what the teacher thought of them (mean surprisal), how varied they are, how
+    much of the train split's frequent and rare types they hold."""
+    by_kind: dict[str, list[dict]] = {}
+    for path in sorted((results / "sets").glob("*.json")):
+        record = json.loads(path.read_text())
+        by_kind.setdefault(record["set"].rsplit("-s", 1)[0], []).append(record)
+    lines = ["| set | seeds | teacher surprisal (nats) | distinct-2 | entropy (bits) | head-type token share | "
+             "tail types held | unseen-type token share |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, records in by_kind.items():
+        mean = lambda f: _mean([f(r) for r in records])  # noqa: E731
+        lines.append(f"| {kind} | {len(records)} | {fixed(mean(lambda r: r.get('teacher_surprisal')), 2)} | "
+                     f"{fixed(mean(lambda r: r['distinct_2']), 3)} | {fixed(mean(lambda r: r['entropy_bits']), 2)} | "
+                     f"{fixed(mean(lambda r: r['head']['token_share']), 3)} | "
+                     f"{fixed(mean(lambda r: r['tail']['share_of_bucket_types']), 3)} | "
+                     f"{fixed(mean(lambda r: r['unseen']['token_share']), 4)} |")
+    return lines
+
+
 def report(results: Path) -> str:
     """Write study-retrain.md and study-retrain.json in `results` (from its plan.json and piece files); return the
     markdown."""
     plan = json.loads((results / "plan.json").read_text())
-    refs = reference_rows(results)
-    base_loss = refs.get("base", {}).get("loss")
-    arms = {a["name"]: summarize(results, a["name"], a["reference"], plan["seeds"], base_loss) for a in plan["arms"]}
+    refs, seeds = reference_rows(results), plan["seeds"]
+    arms = {a["name"]: summarize(results, a["name"], a["reference"], seeds, refs) for a in plan["arms"]}
     what = {a["name"]: a["what"] for a in plan["arms"]}
     arms = {k: v for k, v in arms.items() if v}
+    contrasts = [{"a": a, "b": b, "what": w, **(paired(results, a, b, seeds) or {})}
+                 for a, b, w in contrast_pairs(list(arms))]
+    trends = alpha_trends(results, list(arms), seeds)
     begin, end = plan["heldout"]
     lines = [f"## The seed's regime: the base continued on each set, and the KD students (held-out: test tokens "
-             f"{begin:,} to {end:,})", "",
-             "vs real: each arm against the base continued on real text of the same size, paired by seed; a KD "
-             "student against the KD student on real text at its own weight. Count baselines have no seeds (—).", "",
-             "| arm | what | seeds | held-out ppl [95% CI] | vs base [95% CI] | vs real, paired by seed [95% CI] | "
-             + " | ".join(f"{b} ppl" for b in BUCKETS) + " |",
-             "|---|---|---:|---:|---:|---:|" + "---:|" * len(BUCKETS)]
-    for name, row in refs.items():
-        vs_base = None if name in ("base", "unigram", "bigram") or base_loss is None else \
-            {"mean": row["loss"] - base_loss, "half_width": None}
-        seeds = "—" if name in ("unigram", "bigram") else "1"
-        lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(vs_base)} | | "
-                     f"{buckets({b: row['by_frequency'][b]['mean_nll'] for b in BUCKETS})} |")
-    for name, row in arms.items():
-        lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {ppl_ci(row['loss'])} | "
-                     f"{change(row.get('vs_base'))} | {contrast(row.get('vs_real'))} | {buckets(row['by_frequency'])} |")
+             f"{begin:,} to {end:,})", "", HEADLINE_NOTE, "", *headline_table(refs, arms, what), "",
+             "### Paired contrasts (held-out perplexity ratio, by seed)", "", *contrasts_table(contrasts, trends), "",
+             "### Held-out perplexity by the target's frequency in the train split (mean over seeds)", "",
+             *bucket_table(refs, arms), "", "### The sets (mean over seeds)", "", *sets_table(results)]
     text = "\n".join(lines) + "\n"
     with atomic_open(results / "study-retrain.md") as f:
         f.write(text.encode())
     with atomic_open(results / "study-retrain.json") as f:
-        f.write((json.dumps({"references": refs, "arms": arms}, indent=2) + "\n").encode())
+        f.write((json.dumps({"references": refs, "arms": arms, "contrasts": contrasts, "trends": trends},
+                            indent=2) + "\n").encode())
     return text
+
+
+HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. Fine-tuning gain kept: (base loss - "
+                 "arm loss) / (base loss - teacher loss), 1 = all of what fine-tuning gave, 0 = none. vs real: each "
+                 "arm against the base continued on real text of the same size, paired by seed; a KD student "
+                 "against the KD student on real text at its own weight. Count baselines have no seeds (—).")
 
 
 @dataclass

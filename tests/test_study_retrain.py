@@ -112,15 +112,29 @@ def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) 
     for arm in arms:
         for seed in whole.seeds:
             assert (results / f"{arm}-s{seed}.json").exists(), arm
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    headline = text.split("### ")[0]
+    rows = {line.split("|")[1].strip(): line for line in headline.splitlines() if line.startswith("| ")}
     assert set(arms) | {"base", "teacher", "student-cut", "unigram", "bigram"} <= set(rows)
     assert "p = " in rows["alpha=-1,min_p=0.1"] and "p = " in rows["kd1-alpha=-1,min_p=0.1"]
     assert "p = " not in rows["real"]  # the reference itself
+    check_gain_kept(results, json.loads((results / "study-retrain.json").read_text()))
+    contrasts = text.split("### Paired contrasts")[1].split("###")[0]
+    assert "| hardest | middle |" in contrasts and "| real | part-a |" in contrasts
+    assert "| alpha=-1,min_p=0.1 | alpha=1,min_p=0.1 |" in contrasts and "alpha sweep at min_p=0.1" in contrasts
     record = json.loads((results / "alpha=1,min_p=0.1-s0.json").read_text())
     assert record["heldout"] == [600, 1400] and record["perplexity"]["n_tokens"] == 799
     nll = np.load(Path(whole.work_dir) / "nll" / "alpha=1,min_p=0.1-s0.npy")
     assert np.isclose(nll.astype(np.float64).mean(), record["perplexity"]["loss"], rtol=1e-5)
     assert "test tokens 600 to 1,400" in text
+
+
+def check_gain_kept(results: Path, report: dict) -> None:
+    """The share of fine-tuning's gain an arm kept, by hand: (base - arm) / (base - teacher) in held-out loss,
+    averaged over seeds."""
+    loss = lambda name: json.loads((results / f"{name}.json").read_text())["perplexity"]["loss"]  # noqa: E731
+    base, teacher = loss("base"), loss("teacher")
+    by_hand = np.mean([(base - loss(f"real-s{s}")) / (base - teacher) for s in (0, 1)])
+    assert np.isclose(report["arms"]["real"]["gain_kept"]["mean"], by_hand, rtol=1e-12)
 
 
 def check_chunk_scores(cfg: study_retrain.RetrainConfig) -> None:
@@ -226,3 +240,15 @@ def test_a_setting_added_since_a_study_ran_takes_its_default(tmp_path):
     study_retrain.same_settings(tmp_path, cfg)
     with pytest.raises(SystemExit, match="base_init='scratch' there, 'gpt2' now"):
         study_retrain.same_settings(tmp_path, study_retrain.RetrainConfig(results_dir=str(tmp_path), base_init="gpt2"))
+
+
+def test_contrast_pairs_of_the_default_study():
+    """Neighbouring alphas at each min_p, each alpha's two plausible sets, the challenge sets against the middle,
+    the ceiling against real text, real text against no new data."""
+    names = study_retrain.arm_names(study_retrain.RetrainConfig())
+    pairs = [(a, b) for a, b, _ in study_retrain.study_retrain_report.contrast_pairs(names)]
+    assert pairs == [("alpha=0,min_p=0.1", "alpha=1,min_p=0.1"), ("alpha=-1,min_p=0.1", "alpha=0,min_p=0.1"),
+                     ("alpha=0,min_p=0.002", "alpha=1,min_p=0.002"), ("alpha=-1,min_p=0.002", "alpha=0,min_p=0.002"),
+                     ("alpha=1,min_p=0.002", "alpha=1,min_p=0.1"), ("alpha=0,min_p=0.002", "alpha=0,min_p=0.1"),
+                     ("alpha=-1,min_p=0.002", "alpha=-1,min_p=0.1"), ("hardest", "middle"), ("easiest", "middle"),
+                     ("part-b", "real"), ("real", "part-a")]
