@@ -29,7 +29,9 @@ Design (every choice is a RetrainConfig field; issue #17, items 2-4):
    contrasts against real text of the same size, the frequency-bucket table.
 
 Results land in `results_dir` (one JSON per piece; study-retrain.md/.json; timings.json, the only file that
-differs between runs); runs, sets and per-token NLL in `work_dir`.
+differs between runs); runs, sets and per-token NLL in `work_dir`. A piece is finished when its result file is
+there; what it needs from `work_dir` (the parts, the base, the teacher, a set, the chunk scores) is made again
+when absent, so a fresh clone holding the committed results redoes only the pieces whose file is missing.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ class RetrainStudy:
         self.heldout_range = (held.first, held.first + held.n_tokens)
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
         self.dirs = {PART_A: self.work / "data" / PART_A, PART_B: self.work / "data" / PART_B}
-        self.base = str(self.run_dir("base") / "best.pt") if cfg.pretrains_base else cfg.base_init
+        self.samplings = {set_name(a, m): (a, m) for m in cfg.min_ps for a in cfg.alphas}
         self.n_val = len(SplitTokens(cfg.data_dir, "val"))
 
     # ---- paths
@@ -241,6 +243,12 @@ class RetrainStudy:
         return SplitTokens(self.cfg.data_dir, "test")[begin:end].astype(np.int64)
 
     # ---- 1. parts A and B, the n-gram baselines
+    def part(self, name: str) -> Path:
+        """Part A's or part B's data folder, written first if absent."""
+        if not (self.dirs[name] / "manifest.json").exists():
+            self.split_parts()
+        return self.dirs[name]
+
     def split_parts(self) -> None:
         n = len(self.train_tokens)
         parts = {PART_A: (0, self.n_a), PART_B: (self.n_a, n)} if self.cfg.pretrains_base else {PART_B: (0, n)}
@@ -259,11 +267,14 @@ class RetrainStudy:
                             "by_frequency": tail.bucket_perplexity(heldout[1:], nll, self.buckets)}
         write_json(self.results / "ngram.json", record)
 
-    # ---- training and evaluation
-    def train_run(self, name: str, **overrides) -> None:
-        """train.py into work_dir/runs/<name>; finished when summary.json is written. A cut run resumes from its
-        latest.pt (written at each val evaluation: an arm's only one is its last step), or starts afresh."""
+    # ---- training and evaluation: what a piece needs in work_dir is made when it is absent
+    def trained(self, name: str, **overrides) -> str:
+        """The best.pt of train.py's run work_dir/runs/<name>, trained first unless its summary.json is there. A cut
+        run resumes from its latest.pt (written at each val evaluation: an arm's only one is its last step), or
+        starts afresh."""
         cfg, run_dir = self.cfg, self.run_dir(name)
+        if (run_dir / "summary.json").exists():
+            return str(run_dir / "best.pt")
         if run_dir.exists() and not (run_dir / "latest.pt").exists():
             shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
         steps = overrides["max_steps"]
@@ -276,6 +287,22 @@ class RetrainStudy:
             raise train.TrainingStopped(f"{name} stopped at step {summary['steps']}; run the study again to resume it")
         write_json(run_dir / "summary.json", summary)
         (run_dir / "latest.pt").unlink(missing_ok=True)  # weights + AdamW moments: only for resuming; best.pt stays
+        return str(run_dir / "best.pt")
+
+    def base_checkpoint(self) -> str:
+        """The base: pretrained on part A (its best val checkpoint), or --base_init as it is."""
+        cfg = self.cfg
+        if not cfg.pretrains_base:
+            return cfg.base_init
+        return self.trained("base", init="scratch", n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                            max_steps=cfg.base_steps, lr=cfg.base_lr, data_dir=str(self.part(PART_A)), seed=1337,
+                            eval_interval=max(1, cfg.base_steps // 8))
+
+    def teacher_checkpoint(self) -> str:
+        """The teacher: the base fine-tuned on the whole train split (its best val checkpoint)."""
+        cfg = self.cfg
+        return self.trained("teacher", init=self.base_checkpoint(), max_steps=cfg.teacher_steps, lr=cfg.teacher_lr,
+                            data_dir=cfg.data_dir, seed=1337, eval_interval=max(1, cfg.teacher_steps // 8))
 
     def evaluate(self, name: str, model_source: Callable) -> None:
         """Held-out perplexity of a model (model_source() builds it): the JSON record, and its per-token NLL
@@ -292,35 +319,40 @@ class RetrainStudy:
             "name": name, "heldout": list(self.heldout_range), "perplexity": result.as_dict(),
             "by_frequency": tail.bucket_perplexity(heldout[1:], result.token_nll, self.buckets)})
 
-    def checkpoint(self, run: str) -> Callable:
-        return lambda: load_model(self.run_dir(run) / "best.pt")
-
     @functools.cached_property
     def student_blocks(self) -> list[int]:
-        """The teacher's blocks a cut student keeps (DistilGPT2's evenly spaced map); read once the teacher exists."""
-        return student_layers(load_model(self.run_dir("teacher") / "best.pt").config.n_layer)
+        """The teacher's blocks a cut student keeps (DistilGPT2's evenly spaced map)."""
+        return student_layers(load_model(self.teacher_checkpoint()).config.n_layer)
 
     def cut_student(self):
-        return make_student(load_model(self.run_dir("teacher") / "best.pt"), self.student_blocks)
+        return make_student(load_model(self.teacher_checkpoint()), self.student_blocks)
 
     # ---- 3. the sets
-    def synthetic_set(self, alpha: float, min_p: float, seed: int) -> None:
-        cfg, out = self.cfg, self.set_dir(set_name(alpha, min_p), seed)
-        if not (out / "manifest.json").exists():
-            distill.distill(distill.DistillConfig(
-                teacher=str(self.run_dir("teacher") / "best.pt"), data_dir=str(self.dirs[PART_B]), out_dir=str(out),
-                alpha=alpha, min_p=min_p, n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens,
-                gen_tokens=cfg.gen_tokens, seed=seed, device=cfg.device, preview=5))
-        self.set_statistics(out)
+    def set_data(self, name: str, seed: int) -> Path:
+        """A set's folder (part A or B, a synthetic set, the real subset, a challenge set), made first if absent."""
+        if name in self.dirs:
+            return self.part(name)
+        out = self.set_dir(name, seed)
+        if (out / "manifest.json").exists():
+            return out
+        if name == REAL:
+            like = self.set_data(set_name(self.cfg.alphas[0], self.cfg.min_ps[0]), seed)  # its sequence lengths
+            make_subset(SubsetConfig(data_dir=str(self.part(PART_B)), like=str(like), out_dir=str(out), seed=seed))
+        elif name in CHALLENGE:
+            self.challenge_set(name, seed)
+        else:
+            self.synthetic_set(*self.samplings[name], seed)
+        return out
 
-    def real_subset(self, seed: int) -> None:
-        out = self.set_dir(REAL, seed)
-        if not (out / "manifest.json").exists():
-            like = self.set_dir(set_name(self.cfg.alphas[0], self.cfg.min_ps[0]), seed)
-            make_subset(SubsetConfig(data_dir=str(self.dirs[PART_B]), like=str(like), out_dir=str(out), seed=seed))
-        self.set_statistics(out)
+    def synthetic_set(self, alpha: float, min_p: float, seed: int) -> None:
+        cfg = self.cfg
+        distill.distill(distill.DistillConfig(
+            teacher=self.teacher_checkpoint(), data_dir=str(self.part(PART_B)),
+            out_dir=str(self.set_dir(set_name(alpha, min_p), seed)), alpha=alpha, min_p=min_p, n_tokens=cfg.set_tokens,
+            prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed, device=cfg.device, preview=5))
 
     def set_statistics(self, set_dir: Path) -> None:
+        """What a set holds (tail.set_statistics) and what the teacher thought of it: results/sets/<set>.json."""
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
         stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
         manifest = json.loads((set_dir / "manifest.json").read_text())
@@ -330,25 +362,29 @@ class RetrainStudy:
             "dropped_by_filter": manifest.get("filter", {}).get("dropped_total")})
 
     # ---- 3. challenging real examples
-    def chunk_scores(self) -> None:
+    def chunk_scores(self) -> np.ndarray:
         """The base's mean NLL of each whole chunk of part B (chunk = prompt + gen tokens), each chunk its own
-        only context: disjoint windows of exactly one chunk, so target i of the windows is chunk i // L's."""
-        L = self.cfg.prompt_tokens + self.cfg.gen_tokens
+        only context: disjoint windows of exactly one chunk, so target i of the windows is chunk i // L's.
+        Kept in work_dir/chunk_scores.npy, computed first if absent."""
+        path, L = self.work / "chunk_scores.npy", self.cfg.prompt_tokens + self.cfg.gen_tokens
+        if path.exists():
+            return np.load(path)
         part_b = self.train_tokens[self.n_a :]
         n = len(part_b) // L
-        model = load_model(self.base, device=self.device)
+        model = load_model(self.base_checkpoint(), device=self.device)
         nll = evaluate_perplexity(model, part_b[: n * L], seq_len=L, stride=L, device=self.device,
                                   autocast_dtype=self.amp_dtype, progress=False, per_token=True).token_nll
         nll = np.concatenate([nll, [np.nan]]).reshape(n, L)[:, : L - 1]  # drop each window's look at the next chunk
-        with atomic_open(self.work / "chunk_scores.npy") as f:
+        with atomic_open(path) as f:
             np.save(f, nll.mean(axis=1))
+        return np.load(path)
 
     def challenge_set(self, which: str, seed: int) -> None:
         """The `which` (hardest / middle / easiest) chunks of part B by the base's score, set_tokens in all, picked
         from a random challenge_share of the chunks that the seed draws (data.subset.select_by_score)."""
         cfg, out = self.cfg, self.set_dir(which, seed)
         L = cfg.prompt_tokens + cfg.gen_tokens
-        scores = np.load(self.work / "chunk_scores.npy")
+        scores = self.chunk_scores()
         pool_size = max(1, round(len(scores) * cfg.challenge_share))
         pool = np.sort(np.random.default_rng(seed).permutation(len(scores))[:pool_size])
         k = math.ceil(cfg.set_tokens / (L + 1))  # each chunk costs L + 1 tokens with its separator
@@ -365,77 +401,58 @@ class RetrainStudy:
             "overlapping_windows": 3 * k > len(pool), "chunk_indices": chosen.tolist(),
             "base_score_mean": float(scores[chosen].mean()), "base_score_pool_mean": float(scores[pool].mean())},
             shard_tokens=100_000_000, argv=[], prog=["python", "study_retrain.py"])
-        self.set_statistics(out)
 
-    # ---- the plan
-    def train_piece(self, name: str, units: float, **overrides) -> Piece:
-        return Piece(f"training {name}", self.run_dir(name) / "summary.json", units,
-                     lambda: self.train_run(name, **overrides))
+    # ---- the arms
+    def continue_base(self, name: str, data: str, seed: int) -> None:
+        """The base continued for arm_steps on a set (or part), evaluated on the held-out slice."""
+        cfg = self.cfg
+        best = self.trained(name, init=self.base_checkpoint(), max_steps=cfg.arm_steps, lr=cfg.arm_lr,
+                            data_dir=str(self.set_data(data, seed)), seed=seed)
+        self.evaluate(name, lambda: load_model(best))
 
-    def eval_piece(self, name: str, model_source: Callable | None = None) -> Piece:
-        held = self.heldout_range[1] - self.heldout_range[0]
-        return Piece(f"evaluating {name}", self.results / f"{name}.json", held,
-                     lambda: self.evaluate(name, model_source or self.checkpoint(name)))
+    def kd_student(self, name: str, data: str, weight: float, seed: int) -> None:
+        """A student cut from the teacher, trained for arm_steps with its soft targets (train.py --teacher)."""
+        cfg, teacher = self.cfg, self.teacher_checkpoint()
+        best = self.trained(name, init=teacher, init_layers=self.student_blocks, teacher=teacher, kd_weight=weight,
+                            max_steps=cfg.arm_steps, lr=cfg.arm_lr, data_dir=str(self.set_data(data, seed)), seed=seed)
+        self.evaluate(name, lambda: load_model(best))
 
+    # ---- the plan: a piece is finished when its result file is there (what it needs is made on the way)
     def train_units(self, steps: int, kind: str = "train", evals: int = 2) -> float:
         """A run's cost: its steps, and the val split scored `evals` times."""
         return COST[kind] * steps * self.cfg.batch_tokens + evals * self.n_val
 
     def pieces(self) -> list[Piece]:
-        cfg, base, teacher = self.cfg, self.base, str(self.run_dir("teacher") / "best.pt")
-        plan = [Piece("splitting the train split into parts A and B", self.dirs[PART_B] / "manifest.json", 0.0,
-                      self.split_parts),
-                Piece("n-gram baselines", self.results / "ngram.json", 0.0, self.baselines),
-                *self.base_pieces(),
-                self.train_piece("teacher", self.train_units(cfg.teacher_steps, evals=9), init=base,
-                                 max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, data_dir=cfg.data_dir, seed=1337,
-                                 eval_interval=max(1, cfg.teacher_steps // 8)),  # best.pt by val
-                self.eval_piece("teacher"),
-                self.eval_piece("student-cut", self.cut_student),
-                Piece("scoring part B's chunks with the base", self.work / "chunk_scores.npy",
-                      len(self.train_tokens) - self.n_a, self.chunk_scores)]
+        cfg, held = self.cfg, self.heldout_range[1] - self.heldout_range[0]
+        base_units = self.train_units(cfg.base_steps, evals=9) if cfg.pretrains_base else 0.0
+        plan = [Piece("n-gram baselines", self.results / "ngram.json", 0.0, self.baselines),
+                Piece("the base", self.results / "base.json", base_units + held,
+                      lambda: self.evaluate("base", lambda: load_model(self.base_checkpoint()))),
+                Piece("the teacher", self.results / "teacher.json", self.train_units(cfg.teacher_steps, evals=9) + held,
+                      lambda: self.evaluate("teacher", lambda: load_model(self.teacher_checkpoint()))),
+                Piece("the cut student, untrained", self.results / "student-cut.json", held,
+                      lambda: self.evaluate("student-cut", self.cut_student))]
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
-            plan += self.seed_pieces(seed, base, teacher)
+            plan += self.seed_pieces(seed)
         return plan
 
-    def base_pieces(self) -> list[Piece]:
-        """The base pretrained on part A (keeping its best val checkpoint), or --base_init as it is; evaluated."""
-        cfg = self.cfg
-        if not cfg.pretrains_base:
-            return [self.eval_piece("base", lambda: load_model(cfg.base_init))]
-        return [self.train_piece("base", self.train_units(cfg.base_steps, evals=9), init="scratch",
-                                 n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, max_steps=cfg.base_steps,
-                                 lr=cfg.base_lr, data_dir=str(self.dirs[PART_A]), seed=1337,
-                                 eval_interval=max(1, cfg.base_steps // 8)),
-                self.eval_piece("base")]
-
-    def seed_pieces(self, seed: int, base: str, teacher: str) -> list[Piece]:
-        cfg = self.cfg
+    def seed_pieces(self, seed: int) -> list[Piece]:
+        cfg, held = self.cfg, self.heldout_range[1] - self.heldout_range[0]
         rows = math.ceil(cfg.set_tokens / (cfg.prompt_tokens + cfg.gen_tokens + 1))  # sequences, in whole batches:
         batch = distill.DistillConfig.batch_size
-        gen_units = COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens
-        sets = [Piece(f"set {set_name(a, m)}-s{seed}", self.results / "sets" / f"{set_name(a, m)}-s{seed}.json",
-                      gen_units, lambda a=a, m=m: self.synthetic_set(a, m, seed))
-                for m in cfg.min_ps for a in cfg.alphas]
-        sets.append(Piece(f"set {REAL}-s{seed}", self.results / "sets" / f"{REAL}-s{seed}.json", 0.0,
-                          lambda: self.real_subset(seed)))
-        sets += [Piece(f"set {w}-s{seed}", self.results / "sets" / f"{w}-s{seed}.json", 0.0,
-                       lambda w=w: self.challenge_set(w, seed)) for w in CHALLENGE]
-        arms = []
-        for arm in arm_names(cfg):
-            name = f"{arm}-s{seed}"
-            arms += [self.train_piece(name, self.train_units(cfg.arm_steps), init=base, max_steps=cfg.arm_steps,
-                                      lr=cfg.arm_lr, data_dir=str(self.set_dir(arm, seed)), seed=seed),
-                     self.eval_piece(name)]
-        for student, data, weight in kd_names(cfg):
-            name, kd = f"{student}-s{seed}", dict(init=teacher, teacher=teacher, kd_weight=weight, lr=cfg.arm_lr,
-                                                  max_steps=cfg.arm_steps, data_dir=str(self.set_dir(data, seed)),
-                                                  seed=seed)
-            arms += [Piece(f"training {name}", self.run_dir(name) / "summary.json",
-                           self.train_units(cfg.arm_steps, "kd"),
-                           lambda name=name, kd=kd: self.train_run(name, init_layers=self.student_blocks, **kd)),
-                     self.eval_piece(name)]
-        return sets + arms
+        units = {name: COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens for name in self.samplings}
+        plan = [Piece(f"set {name}-s{seed}", self.results / "sets" / f"{name}-s{seed}.json", units.get(name, 0.0),
+                      lambda name=name: self.set_statistics(self.set_data(name, seed)))
+                for name in [*self.samplings, REAL, *CHALLENGE]]
+        plan += [Piece(f"arm {arm}-s{seed}", self.results / f"{arm}-s{seed}.json",
+                       self.train_units(cfg.arm_steps) + held,
+                       lambda arm=arm: self.continue_base(f"{arm}-s{seed}", arm, seed))
+                 for arm in arm_names(cfg)]
+        plan += [Piece(f"student {student}-s{seed}", self.results / f"{student}-s{seed}.json",
+                       self.train_units(cfg.arm_steps, "kd") + held,
+                       lambda s=student, d=data, w=weight: self.kd_student(f"{s}-s{seed}", d, w, seed))
+                 for student, data, weight in kd_names(cfg)]
+        return plan
 
     def run(self) -> None:
         write_json(self.results / "plan.json", plan_record(self.cfg, self.heldout_range))

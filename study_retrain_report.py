@@ -127,8 +127,8 @@ def contrast_pairs(names: list[str]) -> list[tuple[str, str, str]]:
     pairs = []
     for min_p in sorted({m for _, m in sets.values()}, reverse=True):
         alphas = sorted((a for a, m in sets.values() if m == min_p), reverse=True)
-        pairs += [(f"alpha={lo:g},min_p={min_p:g}", f"alpha={hi:g},min_p={min_p:g}", "a lower alpha: less likely tokens")
-                  for hi, lo in zip(alphas, alphas[1:])]
+        pairs += [(f"alpha={lo:g},min_p={min_p:g}", f"alpha={hi:g},min_p={min_p:g}",
+                   "a lower alpha: less likely tokens") for hi, lo in zip(alphas, alphas[1:])]
     for alpha in sorted({a for a, _ in sets.values()}, reverse=True):
         min_ps = sorted((m for a, m in sets.values() if a == alpha), reverse=True)
         pairs += [(f"alpha={alpha:g},min_p={wide:g}", f"alpha={alpha:g},min_p={narrow:g}", "a wider plausible set")
@@ -167,11 +167,12 @@ def headline_table(refs: dict[str, dict], arms: dict[str, dict], what: dict[str,
              "vs real, paired by seed [95% CI] |", "|---|---|---:|---:|---:|---:|---:|"]
     base, teacher = refs.get("base", {}).get("loss"), refs.get("teacher", {}).get("loss")
     for name, row in refs.items():
-        single = {"mean": row["loss"] - base, "half_width": None} if base is not None and name in ("teacher",
-                                                                                                   "student-cut") else None
+        single = None if base is None or name not in ("teacher", "student-cut") else \
+            {"mean": row["loss"] - base, "half_width": None}
         kept = f"{(base - row['loss']) / (base - teacher):.2f}" if single and teacher is not None else ""
         seeds = "—" if name in ("unigram", "bigram") else "1"
-        lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(single)} | {kept} | |")
+        lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(single)} | "
+                     f"{kept} | |")
     for name, row in arms.items():
         lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {ppl_ci(row['loss'])} | "
                      f"{change(row.get('vs_base'))} | {share(row.get('gain_kept'))} | {contrast(row.get('vs_real'))} |")

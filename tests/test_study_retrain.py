@@ -99,11 +99,23 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
     study_retrain.RetrainStudy(whole).run()  # everything is there: nothing is redone
     assert {p: p.stat().st_mtime_ns for p in results.glob("*-s*.json")} == before
 
+    # A fresh clone holds the committed results but no work dir: deleting one arm's result redoes that arm alone,
+    # with what it needs (part A, the base, the teacher, its set) made again, and the same result.
+    shutil.rmtree(work)
+    (results / "alpha=-1,min_p=0.1-s1.json").unlink()
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json") if p.name != "timings.json"}
+    run_study(whole)
+    assert results_of(whole) == finished
+    assert not (work / "sets" / "real-s1").exists() and not (work / "runs" / "real-s1").exists()
+    changed = {p for p, t in before.items() if p.stat().st_mtime_ns != t}
+    assert changed <= {results / "plan.json", results / "config.json", results / "study-retrain.md",
+                       results / "study-retrain.json"}
+
 
 def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) -> None:
     """Every piece's result and every table row of a finished toy study, the progress lines it printed, and
     one evaluation's per-token NLL against its perplexity."""
-    assert "[study-retrain" in printed and "training alpha=-1,min_p=0.1-s1 (" in printed and " min left)" in printed
+    assert "[study-retrain" in printed and "arm alpha=-1,min_p=0.1-s1 (" in printed and " min left)" in printed
     results = Path(whole.results_dir)
     for name in ("base", "teacher", "student-cut"):
         assert (results / f"{name}.json").exists()
