@@ -38,6 +38,7 @@ runs and sets in `work_dir`.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -240,18 +241,22 @@ class Study:
         write_json(done, summary)
         return run_dir
 
-    # ---- 2. the teacher
-    def teacher(self) -> Path:
+    # ---- 2. the teacher (trained when a step needs it and its run is absent)
+    def teacher_run(self) -> Path:
         cfg = self.cfg
         shape = dict(n_layer=cfg.teacher_layers, n_head=cfg.teacher_heads, n_embd=cfg.teacher_width)
-        run = self.train_run("teacher", init=cfg.teacher_init, **(shape if cfg.teacher_init == "scratch" else {}),
-                             max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, min_lr=cfg.teacher_lr / 20,
-                             dropout=cfg.teacher_dropout, data_dir=cfg.data_dir, seed=1337,
-                             eval_interval=max(1, cfg.teacher_steps // 8))
+        return self.train_run("teacher", init=cfg.teacher_init, **(shape if cfg.teacher_init == "scratch" else {}),
+                              max_steps=cfg.teacher_steps, lr=cfg.teacher_lr, min_lr=cfg.teacher_lr / 20,
+                              dropout=cfg.teacher_dropout, data_dir=cfg.data_dir, seed=1337,
+                              eval_interval=max(1, cfg.teacher_steps // 8))
+
+    @functools.cached_property
+    def teacher(self) -> Path:
+        """The teacher's checkpoint: its best val checkpoint, with the unseen types' rows shared (teacher.pt)
+        when it was trained from scratch."""
+        cfg, run = self.cfg, self.teacher_run()
         if cfg.teacher_init != "scratch" or not cfg.share_unseen:
-            self.evals.model("teacher", run)
             return run / "best.pt"
-        self.evals.model("teacher-as-trained", run)
         path = run / "teacher.pt"
         if not path.exists():
             state = load_checkpoint(run / "best.pt")
@@ -259,8 +264,15 @@ class Study:
             n = share_unseen_rows(model, self.train_counts)
             save_checkpoint(path, {**state, "model": model.state_dict(), "unseen_rows_shared": n})
             self.say(f"teacher: the {n:,} types absent from the train split share the mean row of its once-seen types")
-        self.evals.model("teacher", path)
         return path
+
+    def evaluate_teacher(self) -> None:
+        """The teacher on both slices; from scratch, also as trained (before its unseen rows are shared)."""
+        cfg = self.cfg
+        if cfg.teacher_init == "scratch" and cfg.share_unseen and self.evals.todo("teacher-as-trained.json"):
+            self.evals.model("teacher-as-trained", self.teacher_run())
+        if self.evals.todo("teacher.json"):
+            self.evals.model("teacher", self.teacher)
 
     def base(self) -> None:
         """The arms' model before any training on a set (one random init per seed from scratch): where every arm starts."""
@@ -276,37 +288,41 @@ class Study:
         cfg = self.cfg
         return GPTConfig(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width, n_positions=cfg.seq_len)
 
-    # ---- 3. the sets
-    def synthetic_set(self, teacher: Path, name: str, seed: int) -> Path:
+    # ---- 3. the sets (made when a step needs one and it is absent)
+    def set_data(self, name: str, seed: int) -> Path:
+        """The training data of an arm: a synthetic set, the real subset (at the first synthetic set's size and
+        sequence lengths), or the whole train split (full-train)."""
         cfg, out = self.cfg, self.work / "sets" / f"{name}-s{seed}"
+        if name == "full-train":
+            return Path(cfg.data_dir)
+        if (out / "manifest.json").exists():
+            return out
+        if name == "subset":
+            like = self.set_data(next(iter(cfg.samplings())), seed)
+            make_subset(SubsetConfig(data_dir=cfg.data_dir, like=str(like), out_dir=str(out), seed=seed))
+            return out
         alpha, min_p = cfg.samplings()[name]
-        if not (out / "manifest.json").exists():
-            self.say(f"distilling {out.name}")
-            distill.distill(distill.DistillConfig(
-                teacher=str(teacher), data_dir=cfg.data_dir, out_dir=str(out), alpha=alpha, min_p=min_p,
-                n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed,
-                device=cfg.device, preview=5))
-        self.set_statistics(out, teacher)
+        self.say(f"distilling {out.name}")
+        distill.distill(distill.DistillConfig(
+            teacher=str(self.teacher), data_dir=cfg.data_dir, out_dir=str(out), alpha=alpha, min_p=min_p,
+            n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed,
+            device=cfg.device, preview=5))
         return out
 
-    def subset(self, like: Path, seed: int, teacher: Path) -> Path:
-        out = self.work / "sets" / f"subset-s{seed}"
-        if not (out / "manifest.json").exists():
-            make_subset(SubsetConfig(data_dir=self.cfg.data_dir, like=str(like), out_dir=str(out), seed=seed))
-        self.set_statistics(out, teacher)
-        return out
-
-    def set_statistics(self, set_dir: Path, teacher: Path) -> dict:
+    def set_statistics(self, name: str, seed: int) -> None:
         """distinct-n, entropy, coverage of the train split's types by bucket, and the teacher's mean NLL of the
         set's first 20,000 tokens (all of them: prompts, continuations and separators, for every kind of set);
         then the set's own unigram and bigram on both test slices (study_eval.Evaluations.set_ngrams)."""
+        path = self.results / "sets" / f"{name}-s{seed}.json"
+        if path.exists() and not self.evals.todo(f"set-ngrams/{name}-s{seed}.json"):
+            return
+        set_dir = self.set_data(name, seed)
         self.evals.set_ngrams(set_dir)
-        path = self.results / "sets" / f"{set_dir.name}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            return
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
         stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
-        model = load_model(str(teacher), device=self.device)
+        model = load_model(str(self.teacher), device=self.device)
         nll = evaluate_perplexity(model, tokens[:20_000], seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
                                   progress=False, device=self.device, autocast_dtype=self.amp_dtype)
         manifest = json.loads((set_dir / "manifest.json").read_text())
@@ -315,65 +331,71 @@ class Study:
                   "generated_surprisal": manifest.get("quality", {}).get("mean_surprisal_nats"),
                   "dropped_by_filter": manifest.get("filter", {}).get("dropped_total")}
         write_json(path, record)
-        return record
 
     # ---- 4. the arms
     def arm_steps(self) -> int:
         """Optimizer steps of every arm and student: arm_epochs passes over a set of set_tokens."""
         return max(1, round(self.cfg.arm_epochs * self.cfg.set_tokens / self.cfg.batch_tokens))
 
-    def arm(self, name: str, set_dir: Path, seed: int) -> None:
+    def arm(self, name: str, seed: int) -> None:
+        """The arms' model trained on a set, evaluated on both slices; trained only while an evaluation is due."""
         cfg, fresh = self.cfg, bool(self.evals.todo(f"{name}-s{seed}.json"))
-        shape = dict(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width)
-        run = self.train_run(f"{name}-s{seed}", init=cfg.arm_init, **(shape if cfg.arm_init == "scratch" else {}),
-                             max_steps=self.arm_steps(), lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20, dropout=cfg.arm_dropout,
-                             data_dir=str(set_dir), seed=seed)
-        self.evals.model(f"{name}-s{seed}", run)
+        if fresh:
+            shape = dict(n_layer=cfg.arm_layers, n_head=cfg.arm_heads, n_embd=cfg.arm_width)
+            run = self.train_run(f"{name}-s{seed}", init=cfg.arm_init, **(shape if cfg.arm_init == "scratch" else {}),
+                                 max_steps=self.arm_steps(), lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20,
+                                 dropout=cfg.arm_dropout, data_dir=str(self.set_data(name, seed)), seed=seed)
+            self.evals.model(f"{name}-s{seed}", run)
         self.progress.finished("arm", f"{name}-s{seed}", fresh)
 
-    def seed_arms(self, teacher: Path, seed: int, sets: dict[str, dict[int, Path]], *, extra: bool) -> None:
+    def seed_arms(self, seed: int, *, extra: bool) -> None:
         """One seed's sets and arms: every synthetic set (an extra seed: the first alpha's only), the real subset
         at the first set's size and sequence length, and the full-train ceiling (not for an extra seed)."""
         names = list(self.cfg.samplings())
-        for name in names[:1] if extra else names:
-            sets.setdefault(name, {})[seed] = self.synthetic_set(teacher, name, seed)
-            self.arm(name, sets[name][seed], seed)
-        sets.setdefault("subset", {})[seed] = self.subset(sets[names[0]][seed], seed, teacher)
-        self.arm("subset", sets["subset"][seed], seed)
+        for name in [*(names[:1] if extra else names), "subset"]:
+            self.set_statistics(name, seed)
+            self.arm(name, seed)
         if self.cfg.full_train and not extra:
-            self.arm("full-train", Path(self.cfg.data_dir), seed)
+            self.arm("full-train", seed)
 
     # ---- 5. knowledge distillation
-    def students(self, teacher: Path, sets: dict[str, dict[int, Path]]) -> None:
+    def student(self, name: str, data: str, layers: str, seed: int) -> None:
+        """A student cut from the teacher (`layers`: distilgpt2 or every-other), trained with the KD loss on a set;
+        trained only while an evaluation is due."""
+        cfg, fresh = self.cfg, bool(self.evals.todo(f"{name}.json"))
+        if fresh:
+            teacher, n_layer = str(self.teacher), load_model(str(self.teacher)).config.n_layer
+            blocks = {"distilgpt2": student_layers, "every-other": every_other}[layers](n_layer)
+            run = self.train_run(name, init=teacher, init_layers=blocks, teacher=teacher, max_steps=self.arm_steps(),
+                                 lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60, dropout=cfg.arm_dropout,
+                                 data_dir=str(self.set_data(data, seed)), seed=seed)
+            self.evals.model(name, run)
+        self.progress.finished("student", name, fresh)
+
+    def students(self) -> None:
         cfg = self.cfg
         best = best_alpha(self.results / DEV, cfg.alphas, cfg.seeds)
-        n_layer = load_model(str(teacher)).config.n_layer
-        choices = {"distilgpt2": student_layers(n_layer), "every-other": every_other(n_layer)}
         students = [("subset", "distilgpt2"), (alpha_name(best), "distilgpt2")]
         students += [(alpha_name(best), "every-other")] if cfg.kd_ablation else []
         for seed in cfg.seeds:
             for data, layers in students:
-                name = f"kd-{layers}-{data}-s{seed}"
-                fresh = bool(self.evals.todo(f"{name}.json"))
-                run = self.train_run(name, init=str(teacher), init_layers=choices[layers], teacher=str(teacher),
-                                     max_steps=self.arm_steps(), lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60,
-                                     dropout=cfg.arm_dropout, data_dir=str(sets[data][seed]), seed=seed)
-                self.evals.model(name, run)
-                self.progress.finished("student", name, fresh)
+                self.student(f"kd-{layers}-{data}-s{seed}", data, layers, seed)
 
     def run(self) -> None:
+        """Every step in order; a step whose results are all written is skipped, and what a step needs from
+        work_dir (the teacher, a set) is made again only when it is absent: a fresh clone holding the committed
+        results redoes nothing but what is missing."""
         cfg = self.cfg
         self.evals.baselines()
         self.base()
-        teacher = self.teacher()
+        self.evaluate_teacher()
         self.progress.start()
-        sets: dict[str, dict[int, Path]] = {}
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
-            self.seed_arms(teacher, seed, sets, extra=False)
+            self.seed_arms(seed, extra=False)
         for seed in cfg.extra_seeds:
-            self.seed_arms(teacher, seed, sets, extra=True)
+            self.seed_arms(seed, extra=True)
         if cfg.kd:
-            self.students(teacher, sets)
+            self.students()
         self.say("done")
 
 

@@ -173,6 +173,18 @@ def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypa
     study.Study(cfg).run()
     assert study_report.report(results) == text
 
+    # A fresh clone holds the committed results but no work dir: losing one arm's evaluations redoes that arm
+    # alone, with the teacher and its set made again on the way, and the same figures.
+    shutil.rmtree(cfg.work_dir)
+    for lost in ("dev/alpha=-1-s1.json", "heldout/alpha=-1-s1.json"):
+        (results / lost).unlink()
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
+    study.Study(cfg).run()
+    assert study_report.report(results) == text
+    assert not (Path(cfg.work_dir) / "runs" / "subset-s0").exists()  # nothing else trained
+    changed = {p.relative_to(results) for p, t in before.items() if p.stat().st_mtime_ns != t}
+    assert changed <= {Path("study.json")}
+
 
 @pytest.mark.slow
 def test_kd_ablation_can_be_left_out(tmp_path, encoding, one_thread):
