@@ -238,7 +238,40 @@ def report(results: Path) -> str:
     with atomic_open(results / "study-retrain.json") as f:
         f.write((json.dumps({"references": refs, "arms": arms, "contrasts": contrasts, "trends": trends},
                             indent=2) + "\n").encode())
+    gain_plot(arms, results)
     return text
+
+
+def gain_plot(arms: dict[str, dict], results: Path) -> Path | None:
+    """The share of fine-tuning's gain each arm kept (mean and 95% CI over seeds), one row per arm: 0 is the
+    base, 1 the teacher. Written only where matplotlib is installed (pip install -e .[plot])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [(name, row["gain_kept"]) for name, row in arms.items() if row.get("gain_kept")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
+    y = list(range(len(rows)))[::-1]
+    means = [k["mean"] for _, k in rows]
+    widths = [k["half_width"] or 0.0 for _, k in rows]
+    ax.errorbar(means, y, xerr=widths, fmt="o", capsize=3, color="tab:blue")
+    for x, label, color in ((0.0, "base", "tab:gray"), (1.0, "teacher", "tab:red")):
+        ax.axvline(x, color=color, linestyle="--", linewidth=1)
+        ax.text(x, len(rows) - 0.4, label, color=color, ha="center", fontsize=8)
+    ax.set_yticks(y, [name for name, _ in rows], fontsize=8)
+    ax.set(xlabel="share of the fine-tuning gain kept on held-out text (95% CI over seeds)",
+           title="The base continued on each set (and the KD students)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = results / "gain_kept.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. Fine-tuning gain kept: (base loss - "

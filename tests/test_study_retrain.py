@@ -43,7 +43,7 @@ def run_study(cfg: study_retrain.RetrainConfig) -> str:
 def results_of(cfg: study_retrain.RetrainConfig) -> dict[str, str]:
     """Every result file but timings.json (seconds: the one file that differs between runs)."""
     root = Path(cfg.results_dir)
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != "timings.json"}
 
 
@@ -264,3 +264,12 @@ def test_contrast_pairs_of_the_default_study():
                      ("alpha=1,min_p=0.002", "alpha=1,min_p=0.1"), ("alpha=0,min_p=0.002", "alpha=0,min_p=0.1"),
                      ("alpha=-1,min_p=0.002", "alpha=-1,min_p=0.1"), ("hardest", "middle"), ("easiest", "middle"),
                      ("part-b", "real"), ("real", "part-a")]
+
+
+def test_the_gain_plot_has_a_row_per_arm_with_a_share(tmp_path):
+    pytest.importorskip("matplotlib")
+    arms = {"real": {"gain_kept": {"mean": 0.5, "half_width": 0.1}}, "part-a": {"gain_kept": {"mean": 0.2,
+            "half_width": None}}, "no-teacher": {}}
+    path = study_retrain.study_retrain_report.gain_plot(arms, tmp_path)
+    assert path == tmp_path / "gain_kept.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert study_retrain.study_retrain_report.gain_plot({"no-teacher": {}}, tmp_path / "none") is None
