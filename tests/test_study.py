@@ -45,7 +45,8 @@ def toy_config(root: Path) -> study.StudyConfig:
         alphas=[1.0, -1.0], extra_seeds=[2], brackets=["alpha=1,min_p=0"], set_tokens=600, prompt_tokens=8,
         gen_tokens=24, dev_test_tokens=400, heldout_tokens=500, teacher_layers=2,
         teacher_heads=2, teacher_width=16, teacher_steps=16, teacher_lr=1e-2, arm_layers=1, arm_heads=2, arm_width=16, arm_epochs=0.5,
-        seq_len=32, batch_tokens=128, gen_passages=2, gen_prompt_tokens=8, gen_new_tokens=4, device="cpu")
+        seq_len=32, batch_tokens=128, gen_passages=2, gen_prompt_tokens=8, gen_new_tokens=4, kd=True,
+        device="cpu")
 
 
 class HeldoutGuard:
