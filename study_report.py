@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import run_config
-from gpt2.formatting import fixed
+from gpt2.formatting import fixed, perplexity_ci
 from gpt2.metrics import tail
 from gpt2.metrics.stats import format_ci, mean_ci, paired_contrast, trend_test
 from gpt2.records import read_json
@@ -169,14 +169,6 @@ def ratio_ci(diff: dict | None) -> str:
     return f"x{math.exp(mean):.2f} [{math.exp(mean - hw):.2f}, {math.exp(mean + hw):.2f}]"
 
 
-def ppl_ci(loss: dict | None) -> str:
-    """exp of the mean NLL, with the interval's ends exponentiated too (perplexity is not symmetric)."""
-    if loss is None:
-        return "—"
-    mean, hw = loss["mean"], loss["half_width"]
-    return f"{math.exp(mean):.1f}" if hw is None else f"{math.exp(mean):.1f} [{math.exp(mean - hw):.1f}, {math.exp(mean + hw):.1f}]"
-
-
 def p_value(test: dict | None) -> str:
     return "—" if test is None else "< 0.001" if test["p"] < 0.001 else f"{test['p']:.3f}"
 
@@ -200,7 +192,7 @@ def headline_table(held: dict[str, dict], dev: dict[str, dict], ngram: dict | No
              "[95% CI] | bits/byte | word ppl |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, a in held.items():
         cells = [format_ci(a[k], d) if a[k] else "—" for k, d in (("bits_per_byte", 4), ("word_ppl", 1))]
-        lines.append(f"| {name} | {a['seeds']} | {ppl_ci(a['loss'])} | {ppl_ci(dev.get(name, {}).get('loss'))} | "
+        lines.append(f"| {name} | {a['seeds']} | {perplexity_ci(a['loss'])} | {perplexity_ci(dev.get(name, {}).get('loss'))} | "
                      f"{ratio_ci(a.get('vs_subset'))} | " + " | ".join(cells) + " |")
     for kind in ("unigram", "bigram"):
         if ngram:
@@ -232,13 +224,13 @@ def bucket_table(arms: dict[str, dict], ngram: dict | None, set_ngrams: dict[str
     n-grams fitted on each arm's own sets."""
     lines = ["| arm | " + " | ".join(tail.BUCKETS) + " |", "|---|" + "---:|" * len(tail.BUCKETS)]
     for name, a in arms.items():
-        lines.append(f"| {name} | " + " | ".join(ppl_ci(a[f'nll_{b}']) for b in tail.BUCKETS) + " |")
+        lines.append(f"| {name} | " + " | ".join(perplexity_ci(a[f'nll_{b}']) for b in tail.BUCKETS) + " |")
     for kind in ("unigram", "bigram"):
         if ngram:
             lines.append(f"| {kind} of the train split | " + " | ".join(
                 fixed(ngram[kind]["by_frequency"][b]["ppl"], 1) for b in tail.BUCKETS) + " |")
         for name, s in set_ngrams.items():
-            lines.append(f"| {kind} of the {name} sets | " + " | ".join(ppl_ci(s[kind][f'nll_{b}']) for b in tail.BUCKETS) + " |")
+            lines.append(f"| {kind} of the {name} sets | " + " | ".join(perplexity_ci(s[kind][f'nll_{b}']) for b in tail.BUCKETS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,9 +239,9 @@ def set_ngram_table(held: dict[str, dict], dev: dict[str, dict], set_held: dict[
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in set_held.items():
         d = set_dev.get(name)
-        lines.append(f"| {name} | {ppl_ci(held.get(name, {}).get('loss'))} | {ppl_ci(s['unigram']['loss'])} | "
-                     f"{ppl_ci(s['bigram']['loss'])} | {ppl_ci(dev.get(name, {}).get('loss'))} | "
-                     f"{ppl_ci(d['unigram']['loss']) if d else '—'} | {ppl_ci(d['bigram']['loss']) if d else '—'} |")
+        lines.append(f"| {name} | {perplexity_ci(held.get(name, {}).get('loss'))} | {perplexity_ci(s['unigram']['loss'])} | "
+                     f"{perplexity_ci(s['bigram']['loss'])} | {perplexity_ci(dev.get(name, {}).get('loss'))} | "
+                     f"{perplexity_ci(d['unigram']['loss']) if d else '—'} | {perplexity_ci(d['bigram']['loss']) if d else '—'} |")
     return "\n".join(lines) + "\n"
 
 

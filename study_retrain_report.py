@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import parse_config
-from gpt2.formatting import fixed
+from gpt2.formatting import fixed, perplexity_ci
 from gpt2.metrics.stats import mean_ci, paired_contrast, trend_test
 from gpt2.metrics.tail import BUCKETS
 
@@ -77,13 +77,6 @@ def summarize(results: Path, name: str, ref: str, seeds: list[int], refs: dict[s
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
-
-
-def ppl_ci(ci: dict) -> str:
-    if ci["half_width"] is None:
-        return f"{math.exp(ci['mean']):,.1f}"
-    m, h = ci["mean"], ci["half_width"]
-    return f"{math.exp(m):,.1f} [{math.exp(m - h):,.1f}, {math.exp(m + h):,.1f}]"
 
 
 def share(ci: dict | None) -> str:
@@ -174,7 +167,7 @@ def headline_table(refs: dict[str, dict], arms: dict[str, dict], what: dict[str,
         lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(single)} | "
                      f"{kept} | |")
     for name, row in arms.items():
-        lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {ppl_ci(row['loss'])} | "
+        lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {perplexity_ci(row['loss'], ',')} | "
                      f"{change(row.get('vs_base'))} | {share(row.get('gain_kept'))} | {contrast(row.get('vs_real'))} |")
     return lines
 
