@@ -9,6 +9,9 @@ Each evaluation is written once per slice, side by side, under study.py's result
     dev/ngram.json, heldout/ngram.json                   add-one unigram and interpolated bigram of the train split
     dev/set-ngrams/<set>.json, heldout/set-ngrams/...     the same two models fitted on one training set
 
+Models are scored in disjoint windows of seq_len tokens (stride = seq_len, as study_retrain.py does): half the
+cost of evaluate.py's default overlapping windows. The first edition's dev-test figures used stride seq_len / 2.
+
 A file is written whole (atomically) when its evaluation ends and skipped when it exists, so an interrupted
 study redoes only what it had not finished. The bigrams' lambda is tuned on the val split, never on test.
 """
@@ -85,7 +88,7 @@ class Evaluations:
             folder.mkdir(parents=True, exist_ok=True)
             evaluate.evaluate(evaluate.EvalConfig(
                 model=str(source), name=name, data_dir=cfg.data_dir, split="test", first_token=piece.first,
-                max_eval_tokens=piece.n_tokens, seq_len=cfg.seq_len, gen_passages=cfg.gen_passages,
+                max_eval_tokens=piece.n_tokens, seq_len=cfg.seq_len, stride=cfg.seq_len, gen_passages=cfg.gen_passages,
                 gen_prompt_tokens=cfg.gen_prompt_tokens, gen_new_tokens=cfg.gen_new_tokens,
                 gen_batch_size=cfg.gen_passages, device=cfg.device, out_json=str(folder / f"{name}.json"),
                 table=str(folder / "evaluations.md"), progress=False))
@@ -94,7 +97,7 @@ class Evaluations:
         """Perplexity (and its frequency buckets) of a model built in memory: the arms' untrained base."""
         for piece in self.todo(f"{name}.json"):
             test = self.tokens(piece)
-            ppl = evaluate_perplexity(model, test, seq_len=self.cfg.seq_len, stride=self.cfg.seq_len // 2,
+            ppl = evaluate_perplexity(model, test, seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
                                       progress=False, per_token=True, device=self.device, autocast_dtype=self.amp_dtype)
             write_json(self.results / piece.name / f"{name}.json", {
                 "name": name, "data": {"first_token": piece.first, "n_tokens_evaluated": piece.n_tokens},
