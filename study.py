@@ -52,8 +52,7 @@ import distill
 import evaluate
 import study_report
 import train
-from study_eval import DEV, Evaluations, write_json
-from gpt2.train_config import TrainConfig
+from study_eval import DEV, Evaluations, train_run, write_json
 from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
 from gpt2.checkpoint import load_checkpoint, load_model, model_from_state, save_checkpoint
@@ -230,21 +229,11 @@ class Study:
 
     # ---- training
     def train_run(self, name: str, **overrides) -> Path:
-        """train.py into work_dir/runs/<name>; a finished run (its summary written) is skipped, a cut one resumed."""
+        """study_eval.train_run into work_dir/runs/<name>: its best.pt (a finished run is skipped, a cut one resumed)."""
         run_dir = self.work / "runs" / name
-        done = run_dir / "summary.json"
-        if done.exists():
-            return run_dir
-        cfg = self.cfg
-        settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.micro_batch_size or cfg.batch_tokens // cfg.seq_len,
-                        total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device, out_dir=str(run_dir),
-                        resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir, warmup_steps=10)
-        self.say(f"training {name}")
-        summary = train.train(TrainConfig(**{**settings, **overrides}))
-        if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
-            raise train.TrainingStopped(f"{name} stopped at step {summary['steps']}; run the study again to resume it")
-        write_json(done, summary)
-        return run_dir
+        if not (run_dir / "summary.json").exists():
+            self.say(f"training {name}")
+        return train_run(self.cfg, run_dir, warmup_steps=10, **overrides)
 
     # ---- 2. the teacher (trained when a step needs it and its run is absent)
     def teacher_run(self) -> Path:
@@ -259,12 +248,12 @@ class Study:
     def teacher(self) -> Path:
         """The teacher's checkpoint: its best val checkpoint, with the unseen types' rows shared (teacher.pt)
         when it was trained from scratch."""
-        cfg, run = self.cfg, self.teacher_run()
+        cfg, best = self.cfg, self.teacher_run()
         if cfg.teacher_init != "scratch" or not cfg.share_unseen:
-            return run / "best.pt"
-        path = run / "teacher.pt"
+            return best
+        path = best.parent / "teacher.pt"
         if not path.exists():
-            state = load_checkpoint(run / "best.pt")
+            state = load_checkpoint(best)
             model = model_from_state(state)
             n = share_unseen_rows(model, self.train_counts)
             save_checkpoint(path, {**state, "model": model.state_dict(), "unseen_rows_shared": n})

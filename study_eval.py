@@ -19,6 +19,7 @@ study redoes only what it had not finished. The bigrams' lambda is tuned on the 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,8 +27,10 @@ from typing import Callable
 import numpy as np
 
 import evaluate
+import train
 from data.loader import SplitTokens
 from gpt2.atomic import atomic_open
+from gpt2.train_config import TrainConfig
 from gpt2.metrics import ngram, tail
 from gpt2.metrics.perplexity import evaluate_perplexity
 
@@ -57,6 +60,27 @@ def write_json(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as f:
         f.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+def train_run(settings, run_dir: Path, **overrides) -> Path:
+    """train.py into run_dir, and the run's best.pt; skipped when its summary.json is there (the run finished).
+    `settings` is the study's config (seq_len, batch_tokens, micro_batch_size, device, data_dir); `overrides` are
+    the run's own flags. A cut run resumes from its latest.pt (written at each val evaluation), or starts afresh
+    when cut before its first; latest.pt (weights + AdamW moments: only for resuming) goes once the run ends."""
+    if (run_dir / "summary.json").exists():
+        return run_dir / "best.pt"
+    if run_dir.exists() and not (run_dir / "latest.pt").exists():
+        shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
+    common = dict(seq_len=settings.seq_len, total_batch_tokens=settings.batch_tokens, eval_interval=10**9,
+                  micro_batch_size=settings.micro_batch_size or settings.batch_tokens // settings.seq_len,
+                  device=settings.device, val_data_dir=settings.data_dir, out_dir=str(run_dir),
+                  resume=(run_dir / "latest.pt").exists())
+    summary = train.train(TrainConfig(**{**common, **overrides}))
+    if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
+        raise train.TrainingStopped(f"{run_dir.name} stopped at step {summary['steps']}; run the study again to resume it")
+    write_json(run_dir / "summary.json", summary)
+    (run_dir / "latest.pt").unlink(missing_ok=True)
+    return run_dir / "best.pt"
 
 
 class Evaluations:

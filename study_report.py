@@ -368,8 +368,8 @@ def report(results_dir: str | Path) -> str:
     results_dir = Path(results_dir)
     held, dev = summarise_slice(results_dir / "heldout"), summarise_slice(results_dir / "dev")
     if not held["arms"]:
-        first_edition = " (its top-level JSON files are the first edition's, all on what is now dev-test; a new " \
-                        "`make study` evaluates every run on both slices, reusing the runs still in its work_dir)" if study_arms(results_dir) else ""
+        first_edition = " (the first edition, all on what is now dev-test, is in first-edition/ with its own study.md; " \
+                        "a new `make study` writes the second edition beside it)" if study_arms(results_dir / "first-edition") else ""
         raise FileNotFoundError(f"no study results in {results_dir / 'heldout'}{first_edition}: run `python study.py` "
                                 "(`make study`) first")
     sets = [r for r in (read_json(p) for p in sorted((results_dir / "sets").glob("*.json"))) if r]

@@ -39,7 +39,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ import numpy as np
 import distill
 import study_retrain_report
 import train
-from study_eval import cut_test_split, write_json
+from study_eval import cut_test_split, train_run, write_json
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_data_dir
@@ -63,7 +62,6 @@ from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import make_student, student_layers
 from gpt2.metrics import ngram, tail
 from gpt2.metrics.perplexity import evaluate_perplexity
-from gpt2.train_config import TrainConfig
 
 
 @dataclass
@@ -269,25 +267,11 @@ class RetrainStudy:
 
     # ---- training and evaluation: what a piece needs in work_dir is made when it is absent
     def trained(self, name: str, **overrides) -> str:
-        """The best.pt of train.py's run work_dir/runs/<name>, trained first unless its summary.json is there. A cut
-        run resumes from its latest.pt (written at each val evaluation: an arm's only one is its last step), or
-        starts afresh."""
-        cfg, run_dir = self.cfg, self.run_dir(name)
-        if (run_dir / "summary.json").exists():
-            return str(run_dir / "best.pt")
-        if run_dir.exists() and not (run_dir / "latest.pt").exists():
-            shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
-        steps = overrides["max_steps"]
-        settings = dict(seq_len=cfg.seq_len, micro_batch_size=cfg.micro_batch_size or cfg.batch_tokens // cfg.seq_len,
-                        total_batch_tokens=cfg.batch_tokens, eval_interval=10**9, device=cfg.device,
-                        out_dir=str(run_dir), resume=(run_dir / "latest.pt").exists(), val_data_dir=cfg.data_dir,
-                        dropout=cfg.dropout, warmup_steps=max(1, min(10, steps // 5)), min_lr=overrides["lr"] / 20)
-        summary = train.train(TrainConfig(**{**settings, **overrides}))
-        if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
-            raise train.TrainingStopped(f"{name} stopped at step {summary['steps']}; run the study again to resume it")
-        write_json(run_dir / "summary.json", summary)
-        (run_dir / "latest.pt").unlink(missing_ok=True)  # weights + AdamW moments: only for resuming; best.pt stays
-        return str(run_dir / "best.pt")
+        """The best.pt of train.py's run work_dir/runs/<name> (study_eval.train_run: trained unless finished)."""
+        lr = overrides["lr"]
+        warmup = max(1, min(10, overrides["max_steps"] // 5))
+        return str(train_run(self.cfg, self.run_dir(name), **{"dropout": self.cfg.dropout, "warmup_steps": warmup,
+                                                            "min_lr": lr / 20, **overrides}))
 
     def base_checkpoint(self) -> str:
         """The base: pretrained on part A (its best val checkpoint), or --base_init as it is."""

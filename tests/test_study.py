@@ -250,3 +250,36 @@ def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeyp
     with pytest.raises(train.TrainingStopped, match="teacher stopped at step 3"):
         study.Study(cfg).train_run("teacher", max_steps=16)
     assert not (tmp_path / "work" / "runs" / "teacher" / "summary.json").exists()
+
+
+def test_train_run_skips_a_finished_run_resumes_a_cut_one_and_keeps_only_best(tmp_path, monkeypatch):
+    """study_eval.train_run, shared by both studies: a run cut before its first checkpoint starts afresh, one
+    cut after it resumes from latest.pt, a finished one (summary.json) is not trained again, and latest.pt
+    (weights + AdamW moments, only for resuming) goes once the run ends."""
+    calls = []
+
+    def fake_train(config):
+        calls.append(config)
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "best.pt").write_bytes(b"weights")
+        (out / "latest.pt").write_bytes(b"weights and moments")
+        return {"stopped_early": False, "steps": config.max_steps}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    cfg = toy_config(tmp_path)
+    run = tmp_path / "runs" / "cut-early"
+    run.mkdir(parents=True)
+    (run / "log.jsonl").write_text("a run killed before its first checkpoint\n")
+    best = study_eval.train_run(cfg, run, max_steps=4, lr=1e-3)
+    assert best == run / "best.pt" and best.exists()
+    assert not (run / "log.jsonl").exists() and not (run / "latest.pt").exists()
+    first = calls[0]
+    assert (first.resume, first.out_dir, first.eval_interval, first.seq_len) == (False, str(run), 10**9, cfg.seq_len)
+    assert first.micro_batch_size == cfg.batch_tokens // cfg.seq_len and first.val_data_dir == cfg.data_dir
+    assert study_eval.train_run(cfg, run, max_steps=4, lr=1e-3) == best and len(calls) == 1  # finished: skipped
+    cut = tmp_path / "runs" / "cut-late"
+    cut.mkdir()
+    (cut / "latest.pt").write_bytes(b"a checkpoint")
+    study_eval.train_run(cfg, cut, max_steps=4, lr=1e-3)
+    assert calls[1].resume is True and (cut / "summary.json").exists()
