@@ -118,7 +118,7 @@ STUDY_ARGS ?=
 STUDY_RESULTS ?= results/study
 
 $(STUDY_DATA)/manifest.json: | install
-	$(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
+	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
 
 study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small scratch teacher and arms, offline splits -> results/study/
 	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
