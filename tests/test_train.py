@@ -187,10 +187,12 @@ def test_sigint_finishes_the_step_and_saves(tmp_path, monkeypatch):
 
     interrupted_at_step_3.calls = 0
     monkeypatch.setattr(training, "lm_loss", interrupted_at_step_3)
+    # what the process had before the run: Python's default handler, or SIG_IGN under `nohup ... &`
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     summary = train.train(tiny(tmp_path, max_steps=10, eval_interval=100))
     assert summary["steps"] == 3 and summary["stopped_early"]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
 
 
 def test_bf16_autocast_runs_on_cpu(tmp_path):
