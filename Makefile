@@ -116,12 +116,14 @@ experiment-clean:  ## delete the experiment's runs, sets and results (not the pr
 STUDY_DATA ?= shards/wikitext2-offline
 STUDY_ARGS ?=
 STUDY_RESULTS ?= results/study
+# the studies read the developer machines' offline copies: the BPE files from ../shared unless TIKTOKEN_CACHE_DIR is set
+STUDY_PY = TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY)
 
 $(STUDY_DATA)/manifest.json: | install
-	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
+	$(STUDY_PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
 
 study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small scratch teacher and arms, offline splits -> results/study/
-	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
+	$(STUDY_PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
 
 study-report: install  ## redraw the study's tables and plot ($(STUDY_RESULTS)/study.md) from what study.py wrote there
 	$(PY) study_report.py --results_dir $(STUDY_RESULTS)
@@ -133,7 +135,7 @@ STUDY_RETRAIN_ARGS ?=
 STUDY_RETRAIN_RESULTS ?= results/study-retrain
 
 study-retrain: install $(STUDY_DATA)/manifest.json  ## the seed's regime on a 2-core CPU (about 2 h; resumable) -> results/study-retrain/
-	TIKTOKEN_CACHE_DIR=$${TIKTOKEN_CACHE_DIR:-$(abspath ../shared/tiktoken-cache)} $(PY) study_retrain.py --data_dir $(STUDY_DATA) \
+	$(STUDY_PY) study_retrain.py --data_dir $(STUDY_DATA) \
 		--results_dir $(STUDY_RETRAIN_RESULTS) $(STUDY_RETRAIN_ARGS)
 
 study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.md from what study_retrain.py wrote there
