@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2 import weights as W
+from gpt2 import download as D
 from gpt2.weights import DownloadError, WeightsError, load_pretrained, save_hf
 
 def transformers():
@@ -278,7 +278,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
     server.files["/f"] = DATA
     server.cuts, server.cut_after = 1, 30_000
-    dest = W.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), sha256=SHA)
+    dest = D.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), sha256=SHA)
     assert dest.read_bytes() == DATA and not (tmp_path / "f.part").exists()
     assert server.log == [("/f", None), ("/f", "bytes=30000-")]
 
@@ -287,25 +287,25 @@ def test_interrupted_download_keeps_its_part_for_the_next_run(server, tmp_path):
     server.files["/f"] = DATA
     server.cuts, server.cut_after = 99, 30_000
     with pytest.raises(DownloadError, match=f"{server.url}/f.*run again to resume"):
-        W.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), attempts=2)
+        D.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), attempts=2)
     assert (tmp_path / "f.part").stat().st_size == 60_000 and not (tmp_path / "f").exists()
     server.cuts = 0
-    assert W.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), sha256=SHA).read_bytes() == DATA
+    assert D.download_file(server.url + "/f", tmp_path / "f", size=len(DATA), sha256=SHA).read_bytes() == DATA
     assert server.log[-1] == ("/f", "bytes=60000-")
 
 
 def test_server_ignoring_range_restarts_the_download(server, tmp_path):
     server.files["/f"], server.ignore_range = DATA, True
     (tmp_path / "f.part").write_bytes(b"stale" * 100)
-    assert W.download_file(server.url + "/f", tmp_path / "f", sha256=SHA).read_bytes() == DATA
+    assert D.download_file(server.url + "/f", tmp_path / "f", sha256=SHA).read_bytes() == DATA
 
 
 def test_size_and_checksum_mismatches_are_refused(server, tmp_path):
     server.files["/f"] = DATA
     with pytest.raises(DownloadError, match=f"102,400 bytes but {len(DATA) + 1:,} were expected"):
-        W.download_file(server.url + "/f", tmp_path / "f", size=len(DATA) + 1)
+        D.download_file(server.url + "/f", tmp_path / "f", size=len(DATA) + 1)
     with pytest.raises(DownloadError, match="expected sha256"):
-        W.download_file(server.url + "/f", tmp_path / "f", sha256="0" * 64)
+        D.download_file(server.url + "/f", tmp_path / "f", sha256="0" * 64)
     assert not list(tmp_path.iterdir())  # nothing half-checked is left behind
 
 
@@ -323,7 +323,7 @@ def test_published_name_downloads_into_the_cache_then_works_offline(tiny, server
 
 def test_pinned_gpt2_checks_the_pinned_revision_and_size(tiny, server, cache, monkeypatch):
     _, directory = tiny
-    server.files[f"/openai-community/gpt2/resolve/{W.PINNED['gpt2'][0]}/config.json"] = \
+    server.files[f"/openai-community/gpt2/resolve/{D.PINNED['gpt2'][0]}/config.json"] = \
         (directory / "config.json").read_bytes()  # not the published 665-byte config.json
     monkeypatch.setenv("GPT2_HF_ENDPOINT", server.url)
     with pytest.raises(DownloadError, match="but 665 were expected"):
