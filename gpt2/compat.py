@@ -1,7 +1,8 @@
 """The torch APIs this code uses that changed between the oldest torch it supports (pyproject.toml:
 torch>=2.6) and the newest it is tested on (2.13), each behind one feature check. A check asks torch
 itself (does the name exist, does the function take the argument), never its version string, so a
-backport or a nightly gets the path it can run. Every other file calls the names here.
+backport or a nightly gets the path it can run. Every other file calls the names here. (The versions
+named below are where we read each change in torch's history; the checks do not depend on them.)
 
     mark_static_address(t)           guard=False where mark_static_address takes `guard` (2.1 on; its
                                      default was True up to 2.9: a new address then meant a recompile)
