@@ -76,7 +76,8 @@
 # The dry run: the same commands at a tiny shape on the CPU. Its compiled steps run torch.compile through
 # dynamo and AOT autograd (the graphs, guards and recompiles, FSDP2 traced) with inductor's code generation
 # left out (TORCH_COMPILE_OVERRIDE_BACKENDS=aot_eager, torch 2.13's debug switch; an older torch ignores it
-# and compiles for real, only slower), and the FSDP2 step runs 2 processes on gloo.
+# and compiles for real, only slower), and the FSDP2 step runs 2 processes on gloo. Its limits are the
+# GPU's times 3 (DRY_SLACK): they catch a hang on a 2-core box that other jobs share, not a slow step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: bash benchmarks/gpu_check.sh 1|2|3|4|5|dry OUT_DIR"
@@ -89,6 +90,10 @@ export PYTHONUNBUFFERED=1
 md="$out/BENCHMARKS-gpu.md"
 log="$out/gpu_check.log"
 budget=${PART_BUDGET_S:-530}
+# The dry run's limits catch a step that hangs, on a 2-core machine that other jobs may share: the GPU's
+# limits times DRY_SLACK (default 3), the budget too.
+slack=1
+[ "$mode" = dry ] && slack=${DRY_SLACK:-3}
 failed=()
 
 first_dir() {  # the first of the folders given that exists, or nothing
@@ -101,16 +106,18 @@ if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] && [ -n "$(first_dir shared/tiktoken-cache .
 fi
 
 step() {  # step NAME SECONDS COMMAND...: run it within min(SECONDS, what is left of the budget), log it, go on
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * slack)) gpu_limit=$2
     shift 2
-    local left=$((start + budget - SECONDS - 15))  # 15 s for a stopped step to exit
+    local left=$((start + budget * slack - SECONDS - 15))  # 15 s for a stopped step to exit
     ((left < limit)) && limit=$left
     if ((limit < 10)); then
-        echo "=== $name: skipped, the part's ${budget} s are spent" | tee -a "$log"
+        echo "=== $name: skipped, the part's $((budget * slack)) s are spent" | tee -a "$log"
         failed+=("$name")
         return
     fi
-    echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$log"
+    local note=""
+    ((slack > 1)) && note=" = the GPU's ${gpu_limit}s x $slack"
+    echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s$note): $*" | tee -a "$log"
     local t0=$SECONDS from
     from=$(($(stat -c %s "$log") + 1))
     # SIGINT first (bench.py has written every row so far), a kill 10 s later if it does not stop
