@@ -17,7 +17,7 @@
 #   bash benchmarks/gpu_check.sh 5 OUT_DIR    # train.py end to end (compile, checkpoints, evaluation) alone,
 #                                             # under torchrun (DDP), with --fsdp --activation_checkpointing, and
 #                                             # FSDP2 compiled (the CUDA default)
-#   bash benchmarks/gpu_check.sh dry OUT_DIR  # every step of every part at a tiny shape on this CPU (~4 min on 2
+#   bash benchmarks/gpu_check.sh dry OUT_DIR  # every step of every part at a tiny shape on this CPU (~6 min on 2
 #                                             # cores); exits 1 if any step fails. `make gpu-check-dry`;
 #                                             # tests/test_gpu_check.py runs it in CI
 #
