@@ -162,7 +162,7 @@ bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, genera
 	$(PY) bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
 		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
 
-# benchmarks/gpu_check.sh's steps, the same commands at a tiny shape on this CPU (~2 min on 2 cores); exits 1 if one
+# benchmarks/gpu_check.sh's steps, the same commands at a tiny shape on this CPU (~6 min on 2 busy cores); exits 1 if one
 # fails. tests/test_gpu_check.py runs it in `make test`, so CI runs it on every commit.
 GPU_CHECK_OUT ?= out/gpu-check-dry
 gpu-check-dry: install  ## every step of the GPU session (benchmarks/gpu_check.sh dry) at a tiny shape on the CPU

@@ -91,6 +91,8 @@ class BenchConfig:
     new_tokens: int | None = None  # tokens generated per row; None: 256 on CUDA, 32 on CPU
     compile_decode: bool | None = None  # also time generate(compile=True): the decode step compiled (CUDA graphs on
                                         # CUDA, inductor on CPU); None: on CUDA only
+    eager: bool = True  # time the uncompiled training step and generate(); --no-eager: the compiled rows alone
+                        # (gpu_check.sh times each compile in a step of its own)
     # data
     data_batch_size: int = 8  # B of the TrainBatches measurement
     data_seq_len: int = 1024  # T of the TrainBatches measurement
@@ -219,7 +221,7 @@ def section_train(b: Bench) -> Iterator[dict]:
     shardings = ["ddp", "fsdp"] if torch.distributed.is_initialized() else [None]  # torchrun: both, side by side
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = random_shards(b, tmp)
-        for compiled in [False, True] if cfg.compile else [False]:
+        for compiled in [False] * cfg.eager + [True] * cfg.compile:
             for B in cfg.batch_sizes:
                 for sharding in shardings:
                     # Fresh copies each time (FSDP shards its copy in place), so the twins stay equal.
@@ -309,7 +311,7 @@ def section_data(b: Bench) -> Iterator[dict]:
 def generation_paths(b: Bench, ours: GPT, hf, prompt: torch.Tensor) -> dict:
     """name -> (run(k) -> tokens (B, T0 + k), greedy, exactly k new tokens; the model it runs)."""
     greedy_cfg = SamplingConfig("greedy")
-    paths = {"ours": (lambda k: generate(ours, prompt, k, sampling=greedy_cfg).tokens, ours)}
+    paths = {"ours": (lambda k: generate(ours, prompt, k, sampling=greedy_cfg).tokens, ours)} if b.cfg.eager else {}
     if hf is not None:
         mask = torch.ones_like(prompt)
         paths["hf"] = (lambda k: hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=k,
@@ -380,6 +382,9 @@ def run_sections(cfg: BenchConfig, p: Processes) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cfg = resolve(cfg, device)
+    if not cfg.eager and not (cfg.compile and "train" in cfg.sections or cfg.compile_decode and "generate" in cfg.sections):
+        raise SystemExit("error: --no-eager leaves nothing to time: it times only the compiled rows, so pass "
+                         "--what train with --compile or --what generate with --compile_decode")
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size") if getattr(cfg, k) is not None}
     try:
         model_config = GPTConfig.from_name(cfg.model, dropout=cfg.dropout, **shape)

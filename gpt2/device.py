@@ -9,6 +9,8 @@ import platform
 
 import torch
 
+from gpt2.compat import cuda_computes_bf16
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -16,9 +18,8 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
     """(device, autocast dtype), with the device configured for speed (`configure`). device "auto":
     cuda:{local_rank} when CUDA is available, else cpu; a bare "cuda" also means this process's GPU under
     torchrun. dtype "auto": bf16 on CUDA that computes in it (compute capability 8.0 and later: A100, RTX 30xx,
-    H100), fp16 (with loss scaling in training) on older CUDA, fp32 on CPU. Older GPUs (V100, T4)
-    can hold bf16 tensors, so torch.cuda.is_bf16_supported() says True there by default, but they emulate
-    its arithmetic, slower than fp16's tensor cores: `including_emulation=False` leaves them on fp16."""
+    H100), fp16 (with loss scaling in training) on older CUDA (V100, T4: they emulate bf16's arithmetic,
+    see `gpt2.compat.cuda_computes_bf16`), fp32 on CPU."""
     if device == "auto":
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
@@ -29,7 +30,7 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
     if dtype != "auto":
         return dev, DTYPES[dtype]
     if dev.type == "cuda":
-        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        return dev, torch.bfloat16 if cuda_computes_bf16() else torch.float16
     return dev, torch.float32
 
 

@@ -37,10 +37,11 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 
 from gpt2.checkpoint import model_from_state
+from gpt2.compat import distribute_local
 from gpt2.device import resolve_device_and_dtype
 from gpt2.model import GPT
 
@@ -159,7 +160,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
     def like(param: torch.Tensor, value):
         if isinstance(param, DTensor) and isinstance(value, torch.Tensor) and value.shape == param.shape:
-            return distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+            return distribute_local(value, like=param)
         return value  # a step count, or a state of an unsharded parameter
 
     optimizer.load_state_dict({**state, "state": {i: {k: like(params[i], v) for k, v in s.items()}

@@ -7,6 +7,7 @@
     next_token                 logits (B, V) -> (tokens (B,), their log p): the one softmax of a step
     prefill, decode_one_token  a whole window, or one token against the KV caches -> (tokens, log p)
     cache_length, decode_caches  how long the caches are, and whose they are (the call's, or the model's)
+    decode_buffers             the noise and last-token buffers a step reads (the call's, or the model's)
     generate                   prefill, then a loop of decode_one_token; stop tokens; a full context
 
 One knob says how far a draw leans into the tail. The plausible set is what top-k, top-p and min-p
@@ -29,12 +30,14 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from gpt2.compat import mark_static_address, recompile_limit_hit
 from gpt2.device import compute_dtype
 from gpt2.model import GPT, KVCache
 
@@ -201,9 +204,32 @@ def decode_caches(model: GPT, batch_size: int, max_len: int, dtype: torch.dtype,
         return model.make_kv_caches(batch_size, max_len, dtype=dtype)
     caches = model.setup_kv_caches(batch_size, max_len, dtype=dtype)
     for cache in caches if model.lm_head.weight.is_cuda else []:
-        torch._dynamo.mark_static_address(cache.k)  # written in place, read at one address by the graph
-        torch._dynamo.mark_static_address(cache.v)
+        mark_static_address(cache.k)  # written in place, read at one address by the graph
+        mark_static_address(cache.v)
     return caches
+
+
+_kept_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its (noise, last), see below
+
+
+def decode_buffers(model: GPT, batch_size: int, compiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two tensors a decode step reads besides the weights and caches, both refilled in place: `noise`
+    (B, V) float32, uniform draws for each token, and `last` (B, 1) long, the token the next step feeds.
+    The call's own; for compiled decoding, the model's kept ones, like its caches: made once per batch size
+    and device, then the same tensors call after call. A CUDA graph reads its inputs at the addresses it was
+    recorded with; a new tensor per call would make it record again at every call (or, with the address
+    guarded, compile again)."""
+    device = model.lm_head.weight.device
+    make = lambda: (torch.empty(batch_size, model.config.vocab_size, device=device),  # noqa: E731
+                    torch.empty(batch_size, 1, dtype=torch.long, device=device))
+    if not compiled:
+        return make()
+    kept = _kept_buffers.get(model)
+    if kept is None or kept[1].shape[0] != batch_size or kept[1].device != device:
+        kept = _kept_buffers[model] = make()
+        for buffer in kept if device.type == "cuda" else ():
+            mark_static_address(buffer)
+    return kept
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +290,7 @@ def generate(
     decides: "stop" ends generation (T0 + n never exceeds N); "slide" keeps the last N // 2 tokens,
     prefills them again at positions 0 .. N//2 - 1 (as a fresh cache would hold them) and goes on.
     `compile=True` runs the decode step under torch.compile (CUDA graphs on CUDA) with the model's kept
-    caches (`GPT.setup_kv_caches`); should torch.compile reach its limit of graphs for the step, the rest
+    caches (`GPT.setup_kv_caches`) and buffers (`decode_buffers`); should torch.compile reach its limit of graphs for the step, the rest
     of the call runs eagerly, with a warning. Under torch.autocast the caches hold the autocast dtype.
     """
     check_generate_args(model, prompt, max_new_tokens, on_context_full)
@@ -297,13 +323,10 @@ class _Generation:
         self.tokens[:, :T0] = prompt
         self.logprobs = torch.zeros(B, max_new_tokens, dtype=torch.float32, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
-        self.noise = torch.empty(B, model.config.vocab_size, device=device)  # uniform draws, refilled per token
-        self.last = torch.empty(B, 1, dtype=torch.long, device=device)  # the token the next step feeds
+        self.noise, self.last = decode_buffers(model, B, compile)  # (B, V) uniform draws, (B, 1) the fed token
         dtype = compute_dtype(model.lm_head.weight)  # the caches hold what attention computes in
         self.caches = decode_caches(model, B, cache_length(T0 + max_new_tokens, N, compile), dtype, compile)
         self.step = compiled_decode_one_token(device.type) if compile else decode_one_token
-        for buffer in (self.noise, self.last) if compile and device.type == "cuda" else ():
-            torch._dynamo.mark_static_address(buffer)  # refilled in place: the CUDA graph reads it where it is
         self.n = 0  # tokens generated
 
     def run(self, on_context_full: ContextPolicy) -> None:
@@ -336,7 +359,7 @@ class _Generation:
         args = (self.model, self.last, input_pos, self.caches, self.cfg, self.noise)
         try:
             return self.step(*args)
-        except torch._dynamo.exc.FailOnRecompileLimitHit:
+        except recompile_limit_hit():
             warnings.warn("torch.compile reached its recompile limit for the decode step (too many batch "
                           "sizes, cache lengths or filter choices in one process): decoding eagerly from here")
             self.step = decode_one_token

@@ -180,7 +180,9 @@ def build_step(cfg: TrainConfig, raw_model: GPT, batches: list, device: torch.de
     if compile_wanted(cfg.compile, device):
         # DDP first, then compile (PyTorch's order for compiled DDP): the compiler splits the graph at DDP's
         # gradient buckets, so each bucket's all-reduce starts while the rest of the backward still runs.
-        model = torch.compile(model)
+        # dynamic=False: a run has one micro-batch shape, compiled for it alone. (By default a second shape in
+        # one process, bench.py's next batch size, would recompile with symbolic shapes: a slower compile.)
+        model = torch.compile(model, dynamic=False)
     return StepParts(model=model, raw_model=raw_model, optimizer=optimizer, scaler=scaler, amp_dtype=amp_dtype,
                      batches=batches, loss_fn=make_loss_fn(cfg, raw_model, device, amp_dtype), seed=cfg.seed,
                      rank=rank, grad_clip=cfg.grad_clip, distributed=distributed, fsdp=cfg.fsdp)

@@ -132,6 +132,26 @@ def test_cli_rejects_unknown_section(capsys):
     assert "choose from train, generate, eval, data, forward" in capsys.readouterr().err
 
 
+def test_no_eager_times_the_compiled_rows_alone(tmp_path, monkeypatch):
+    """--no-eager: gpu_check.sh's compile steps time the compiled step and the compiled decode step, not the
+    eager rows another step has timed. torch.compile runs dynamo's graphs eagerly here (no inductor: quick)."""
+    from gpt2.sampler import compiled_decode_one_token
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", **kw))
+    compiled_decode_one_token.cache_clear()
+    try:
+        report = bench.main(TINY + QUICK + ["--what", "train,generate", "--no-eager", "--compile", "--compile_decode",
+                                            "--json_out", str(tmp_path / "b.json")])
+    finally:
+        compiled_decode_one_token.cache_clear()
+        torch._dynamo.reset()
+    assert [row["compile"] for row in report["sections"]["train"]] == [True, True]  # B = 1 and 2, compiled only
+    assert [row["path"] for row in report["sections"]["generate"]] == ["ours compiled"]
+    with pytest.raises(SystemExit, match="--no-eager leaves nothing to time"):
+        bench.main(TINY + QUICK + ["--what", "train", "--no-eager", "--no-compile"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="this torch build has no gloo backend")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2 import GPT, GPTConfig
+from gpt2.compat import recompile_limit_field
 from gpt2.sampler import SamplingConfig, cache_length, compiled_decode_one_token, draw, generate, next_token, \
     sampling_logits
 
@@ -358,10 +359,38 @@ def test_ten_lengths_compile_one_graph_per_cache_bucket(counted_compile):
     assert buckets == {64, 128} and counted_compile.frame_count <= len(buckets)
 
 
+def test_compiled_calls_reuse_the_models_buffers_and_graph(counted_compile, monkeypatch):
+    """Two generate(compile=True) calls of one shape feed the step the same noise and last-token tensors
+    (one address per process: a CUDA graph recorded against them replays, not records again) and the same
+    caches; the second call makes no graph. An eager call, or another batch size, gets tensors of its own."""
+    import gpt2.sampler as sampler
+
+    model = GPT(GPTConfig(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4), seed=3).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    compiled_step, seen = compiled_decode_one_token("cpu"), []
+
+    def step(model, token, input_pos, caches, cfg, noise):  # the compiled step, noting what it is fed
+        seen.append((noise, token, caches[0].k))  # held: a freed tensor's address could be handed out again
+        return compiled_step(model, token, input_pos, caches, cfg, noise)
+
+    monkeypatch.setattr(sampler, "compiled_decode_one_token", lambda device_type: step)
+    first = generate(model, prompt, 6, sampling=SamplingConfig(min_p=0.1), seed=1, compile=True)
+    assert counted_compile.frame_count == 1
+    second = generate(model, prompt, 6, sampling=SamplingConfig(min_p=0.1), seed=1, compile=True)
+    assert counted_compile.frame_count == 1  # the second call: no new graph
+    addresses = {tuple(t.data_ptr() for t in fed) for fed in seen}
+    assert len(seen) == 2 * 5 and len(addresses) == 1  # every step of both calls: the same three addresses
+    assert torch.equal(first.tokens, second.tokens)  # the same seed, the same tokens from the reused buffers
+    noise, last = sampler.decode_buffers(model, 2, compiled=True)
+    assert noise is seen[0][0] and last is seen[0][1]
+    assert sampler.decode_buffers(model, 2, compiled=False)[0].data_ptr() != noise.data_ptr()  # eager: its own
+    assert sampler.decode_buffers(model, 3, compiled=True)[0].shape == (3, 97)  # another batch size: new ones
+
+
 def test_decoding_goes_on_eagerly_past_the_recompile_limit(counted_compile):
     model = GPT(GPTConfig(vocab_size=97, n_positions=256, n_embd=32, n_layer=2, n_head=4), seed=3).eval()
     prompt = torch.randint(0, 97, (2, 5))
-    with torch._dynamo.config.patch(recompile_limit=1):
+    with torch._dynamo.config.patch(**{recompile_limit_field(): 1}):
         generate(model, prompt, 10, sampling=SamplingConfig("greedy"), compile=True)  # the one graph allowed
         with pytest.warns(UserWarning, match="recompile limit"):
             out = generate(model, prompt, 100, sampling=SamplingConfig("greedy"), compile=True)  # a new cache length

@@ -260,6 +260,30 @@ def test_compiled_step_is_the_same_graph_at_2_and_16_loss_chunks(tmp_path, monke
     assert graphs[2][0] == 1 and graphs[2] == graphs[16], graphs
 
 
+def test_compiled_step_has_fixed_shapes_at_a_second_batch_size(tmp_path, monkeypatch):
+    """A second micro-batch shape in one process (bench.py's batch sizes) compiles a graph of fixed shapes
+    again, not one of symbolic shapes (torch.compile's default for a shape it has seen change): a graph that
+    replays as a CUDA graph, and a compile no longer than the first."""
+    real_compile, inputs = torch.compile, []
+
+    def backend(gm, example_inputs):  # dynamo's graph run eagerly, its inputs noted
+        inputs.append(example_inputs)
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=backend, **kw))
+    torch._dynamo.reset()
+    for B in (2, 4):
+        cfg = tiny(tmp_path, seq_len=16, micro_batch_size=B, total_batch_tokens=B * 16, compile=True)
+        model = train.build_model(cfg, torch.device("cpu"))
+        batches = micro_batch_streams(cfg.data_dir, B, 16, seed=0, rank=0, accum=1, world=1)
+        training.train_step(training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, 0), 1, 1e-3)
+    torch._dynamo.reset()
+    assert len(inputs) == 2  # one graph per batch size
+    symbolic = [x for graph in inputs for x in graph if isinstance(x, torch.SymInt)
+                or isinstance(x, torch.Tensor) and not all(isinstance(s, int) for s in x.shape)]
+    assert not symbolic, symbolic
+
+
 def test_step_time_is_read_after_the_step_has_finished(tmp_path, monkeypatch):
     """On a GPU train_step returns once its kernels are queued. The logged tokens/s must time the work: the
     clock that closes a step is read after the step's results were waited for (tolist / item), never between."""
