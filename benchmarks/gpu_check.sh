@@ -94,14 +94,14 @@ fi
 
 part1() {
     # Target: >= 500K tokens/s for gpt2 at T=1024, bf16 with compile (the "compile: yes" row).
-    step train 150 "$PY" bench.py "${bench[@]}" --what train --batch_sizes "$main_b" \
+    step train 150 "$PY" -m benchmarks.bench "${bench[@]}" --what train --batch_sizes "$main_b" \
         --json_out "$out/bench-train.json" --append_md "$md"
     # Target: >= 1,000 decoded tokens/s at batch 1 (the "ours compiled" row: CUDA graphs).
-    step generate 120 "$PY" bench.py "${bench[@]}" --what generate --gen_batch_sizes 1 --new_tokens "$new" \
+    step generate 120 "$PY" -m benchmarks.bench "${bench[@]}" --what generate --gen_batch_sizes 1 --new_tokens "$new" \
         --json_out "$out/bench-generate.json" --append_md "$md"
-    step train_sweep 140 "$PY" bench.py "${bench[@]}" --what train "${sweep[@]}" \
+    step train_sweep 140 "$PY" -m benchmarks.bench "${bench[@]}" --what train "${sweep[@]}" \
         --json_out "$out/bench-train-sweep.json" --append_md "$md"
-    step generate_sweep 90 "$PY" bench.py "${bench[@]}" --what generate,eval,data "${gen_sweep[@]}" \
+    step generate_sweep 90 "$PY" -m benchmarks.bench "${bench[@]}" --what generate,eval,data "${gen_sweep[@]}" \
         --batch_sizes "$main_b" --new_tokens "$new" \
         --json_out "$out/bench-generate-sweep.json" --append_md "$md"
 }
@@ -111,7 +111,7 @@ part2() {
     step tests 110 "$PY" -m pytest -q -p no:cacheprovider ${tests_mark:+-m "$tests_mark"} tests/test_device.py \
         tests/test_bench.py tests/test_model.py tests/test_sampler.py tests/test_losses.py \
         "tests/test_data.py::test_train_batches_on_cuda_match_cpu" "tests/test_weights.py::test_loads_onto_cuda_and_saves_from_it"
-    step vs_hf 130 "$PY" bench.py "${bench[@]}" --compare_hf --what train,forward,generate --batch_sizes "$main_b" \
+    step vs_hf 130 "$PY" -m benchmarks.bench "${bench[@]}" --compare_hf --what train,forward,generate --batch_sizes "$main_b" \
         --gen_batch_sizes 1 --new_tokens "$((new / 2))" \
         --json_out "$out/bench-hf.json" --append_md "$md"
     # train.py itself: a gpt2-shaped model from scratch (no weights to load), compiled, bf16, an evaluation and

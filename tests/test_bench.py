@@ -1,4 +1,4 @@
-"""bench.py and what it rests on: the FLOP formula (a hand count and torch's FLOP counter), the peak
+"""benchmarks/bench.py and what it rests on: the FLOP formula (a hand count and torch's FLOP counter), the peak
 table, peak-memory measurement, the fixed-shape decode step, and the CLI end to end on a tiny model."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import bench
+from benchmarks import bench
 from benchmarks.harness import peak_memory
 from gpt2 import GPT, GPTConfig
 from benchmarks.flops import flops_per_token, matmul_params, mfu, peak_tflops
@@ -139,7 +139,7 @@ def test_torchrun_times_the_ddp_and_fsdp_steps(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(REPO / "bench.py"), "--what", "train", *TINY, "--batch_sizes", "2", "--seq_len", "16",
+                          "-m", "benchmarks.bench", "--what", "train", *TINY, "--batch_sizes", "2", "--seq_len", "16",
                           "--repeats", "1", "--warmup", "1", "--json_out", str(out)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

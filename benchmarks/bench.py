@@ -1,10 +1,10 @@
 """Throughput of this GPT-2 on this machine: training steps, generation, evaluation, data, forward.
 
-    python bench.py                                   # every section, defaults for this device
-    python bench.py --what train --batch_sizes 8 16   # one section, chosen batch sizes
-    python bench.py --compare_hf                      # transformers' GPT2LMHeadModel side by side
-    torchrun --nproc_per_node 8 bench.py --what train # aggregate and per-GPU tokens/s, DDP and FSDP steps
-    python bench.py --append_md BENCHMARKS.md         # also append a dated, machine-labelled section
+    python -m benchmarks.bench                                   # every section, defaults for this device
+    python -m benchmarks.bench --what train --batch_sizes 8 16   # one section, chosen batch sizes
+    python -m benchmarks.bench --compare_hf                      # transformers' GPT2LMHeadModel side by side
+    torchrun --nproc_per_node 8 -m benchmarks.bench --what train # aggregate and per-GPU tokens/s, DDP and FSDP steps
+    python -m benchmarks.bench --append_md BENCHMARKS.md         # also append a dated, machine-labelled section
 
 The weights are random (speed does not depend on them). Every figure is the median of --repeats
 timed runs after --warmup untimed ones (torch.compile compiles there), the device synchronised
@@ -65,7 +65,7 @@ SECTIONS = ("train", "generate", "eval", "data", "forward")
 
 @dataclass
 class BenchConfig:
-    """Measure training, generation, evaluation, data loading and forward throughput (see bench.py's docstring)."""
+    """Measure training, generation, evaluation, data loading and forward throughput (see benchmarks/bench.py's docstring)."""
 
     what: str = "train,generate,eval,data,forward"  # sections to run, comma-separated
     # model
@@ -368,7 +368,7 @@ def section_generate(b: Bench) -> Iterator[dict]:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(BenchConfig, argv)
     if "RANK" in os.environ and (cfg.sections != ["train"] or cfg.compare_hf):
-        raise SystemExit("error: under torchrun, bench.py measures only the training step: pass --what train, "
+        raise SystemExit("error: under torchrun, benchmarks.bench measures only the training step: pass --what train, "
                          "without --compare_hf; run the other sections as a single process")
     with torchrun_processes(cfg.device, cfg.dtype) as p:
         return run_sections(cfg, p)
