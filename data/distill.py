@@ -44,7 +44,7 @@ from gpt2.atomic import atomic_open
 from gpt2.device import compile_wanted, describe, resolve_device_and_dtype
 from gpt2 import tokenizer
 from gpt2.checkpoint import CheckpointError, load_model
-from gpt2.cli import config_to_dict, parse_config, require_positive
+from gpt2.cli import config_to_dict, require_positive
 from gpt2.sampler import SamplingConfig, generate
 from gpt2.weights import DownloadError, WeightsError
 

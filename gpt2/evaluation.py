@@ -42,7 +42,7 @@ from gpt2.device import compile_wanted, describe, device_name, resolve_device_an
 from gpt2 import tokenizer
 from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import CheckpointError, load_model, versions
-from gpt2.cli import config_to_dict, parse_config, require_positive
+from gpt2.cli import config_to_dict, require_positive
 from gpt2.metrics.perplexity import evaluate_perplexity, text_size
 from gpt2.metrics.rouge import corpus_rouge
 from gpt2.metrics.tail import bucket_perplexity, bucket_summary, frequency_buckets, type_counts

@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import bench
+from benchmarks import bench, sections
 from benchmarks.harness import peak_memory
 from gpt2 import GPT, GPTConfig
 from benchmarks.flops import flops_per_token, matmul_params, mfu, peak_tflops
@@ -115,7 +115,7 @@ def test_rows_are_on_disk_as_soon_as_they_are_measured(tmp_path, monkeypatch):
         yield {"B": 1, "tok/s": 123.0}
         raise KeyboardInterrupt  # what `timeout --signal=INT` raises
 
-    monkeypatch.setattr(bench, "section_data", killed_after_one_row)
+    monkeypatch.setattr(sections, "section_data", killed_after_one_row)
     with pytest.raises(KeyboardInterrupt):
         bench.main(TINY + QUICK + ["--what", "forward,data", "--batch_sizes", "1", "--json_out", str(out),
                                    "--append_md", str(md)])
