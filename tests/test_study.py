@@ -248,6 +248,7 @@ def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeyp
     must stop too, without the summary.json that would make the next run skip the unfinished one."""
     cfg = toy_config(tmp_path)
     monkeypatch.setattr(trainer, "train", lambda config, data: {"stopped_early": True, "steps": 3})
+    monkeypatch.setattr(study_eval, "training_data", lambda config: None)  # no shards read: the run is faked
     with pytest.raises(TrainingStopped, match="teacher stopped at step 3"):
         study.Study(cfg).train_run("teacher", max_steps=16)
     assert not (tmp_path / "work" / "runs" / "teacher" / "summary.json").exists()
@@ -268,6 +269,7 @@ def test_train_run_skips_a_finished_run_resumes_a_cut_one_and_keeps_only_best(tm
         return {"stopped_early": False, "steps": config.max_steps}
 
     monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(study_eval, "training_data", lambda config: None)  # no shards read: the run is faked
     cfg = toy_config(tmp_path)
     run = tmp_path / "runs" / "cut-early"
     run.mkdir(parents=True)
