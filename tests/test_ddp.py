@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
 from gpt2.checkpoint import load_checkpoint
 from test_train import VOCAB, run_training, records, tiny, tiny_and_quick  # noqa: F401 (an autouse fixture)
 

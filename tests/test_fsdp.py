@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from gpt2 import trainer
 from gpt2.checkpoint import load_checkpoint, load_model
 from gpt2.checkpoint import main as checkpoint_main
 from gpt2.config import GPTConfig
@@ -86,7 +86,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ("fsdp_kd", dict(fsdp=True, teacher=str(tmp / "one"))), ("killed", dict(fsdp=True)),
         ("one_bf16", dict(dtype="bf16")), ("fsdp_bf16", dict(fsdp=True, dtype="bf16"))]}
     with pytest.MonkeyPatch.context() as mp:  # what the autouse fixture does, for this module-wide fixture
-        mp.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
+        mp.setattr(trainer, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
