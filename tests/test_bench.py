@@ -119,8 +119,8 @@ def test_rows_are_on_disk_as_soon_as_they_are_measured(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         bench.main(TINY + QUICK + ["--what", "forward,data", "--batch_sizes", "1", "--json_out", str(out),
                                    "--append_md", str(md)])
-    sections = json.loads(out.read_text())["sections"]
-    assert [r["B"] for r in sections["forward"]] == [1] and sections["data"] == [{"B": 1, "tok/s": 123.0}]
+    rows = json.loads(out.read_text())["sections"]
+    assert [r["B"] for r in rows["forward"]] == [1] and rows["data"] == [{"B": 1, "tok/s": 123.0}]
     text = md.read_text()
     assert text.startswith("# Benchmarks\n") and "**forward**" in text and "| 1 | 123 |" in text
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]  # atomic: no temporary file left
