@@ -112,7 +112,7 @@ experiment-clean:  ## delete the experiment's runs, sets and results (not the pr
 	rm -rf $(RUNS)/finetune $(RUNS)/retrain-inverted $(RUNS)/retrain-sample $(RUNS)/retrain-subset $(RUNS)/student \
 		$(INVERTED) $(SAMPLE) $(SUBSET) results
 
-# ---- the study: a dose-response sweep of alpha with seeds, controls and tail metrics (study.py) ---------
+# ---- the studies (studies/, python -m studies): the sweep, a dose-response over alpha with seeds, controls and tail metrics
 STUDY_DATA ?= shards/wikitext2-offline
 STUDY_ARGS ?=
 STUDY_RESULTS ?= results/study
@@ -123,28 +123,28 @@ $(STUDY_DATA)/manifest.json: | install
 	$(STUDY_PY) -m data.prepare --raw_dir $(RAW_DIR) --offline --out_dir $(STUDY_DATA)
 
 study: install $(STUDY_DATA)/manifest.json  ## the sweep on a 2-core CPU: small scratch teacher and arms, offline splits -> results/study/
-	$(STUDY_PY) study.py --data_dir $(STUDY_DATA) $(STUDY_ARGS)
+	$(STUDY_PY) -m studies sweep --data_dir $(STUDY_DATA) $(STUDY_ARGS)
 
-study-report: install  ## redraw the study's tables and plot ($(STUDY_RESULTS)/study.md) from what study.py wrote there
-	$(PY) study_report.py --results_dir $(STUDY_RESULTS)
+study-report: install  ## redraw the sweep's tables and plot ($(STUDY_RESULTS)/study.md) from what it wrote there
+	$(PY) -m studies report sweep --results_dir $(STUDY_RESULTS)
 
 
-# ---- the study, second edition: the seed's regime (study_retrain.py): a base pretrained on part A of the train split,
+# ---- the retrain study: the seed's regime (python -m studies retrain): a base pretrained on part A of the train split,
 # the teacher = the base fine-tuned on all of it, the base continued on each set of part B; held-out test tokens only.
 STUDY_RETRAIN_ARGS ?=
 STUDY_RETRAIN_RESULTS ?= results/study-retrain
 
 study-retrain: install $(STUDY_DATA)/manifest.json  ## the seed's regime on a 2-core CPU (about 2 h; resumable) -> results/study-retrain/
-	$(STUDY_PY) study_retrain.py --data_dir $(STUDY_DATA) \
+	$(STUDY_PY) -m studies retrain --data_dir $(STUDY_DATA) \
 		--results_dir $(STUDY_RETRAIN_RESULTS) $(STUDY_RETRAIN_ARGS)
 
-study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.md from what study_retrain.py wrote there
-	$(PY) study_retrain_report.py --results_dir $(STUDY_RETRAIN_RESULTS)
+study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.md from what the retrain study wrote there
+	$(PY) -m studies report retrain --results_dir $(STUDY_RETRAIN_RESULTS)
 
-# The same structure on a GPU with GPT-2 as the base (study_retrain.py --base_init gpt2): the teacher = gpt2 fine-tuned
+# The same structure on a GPU with GPT-2 as the base (python -m studies retrain --base_init gpt2): the teacher = gpt2 fine-tuned
 # on the real train split (3 passes), sets drawn from that split's prompts, gpt2 continued on each (4.4 passes), T = 1024.
 study-gpt2: install $(DATA)/manifest.json  ## the seed's regime with GPT-2 itself (a GPU; resumable) -> results/study-gpt2/
-	$(PY) study_retrain.py --base_init gpt2 --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 \
+	$(PY) -m studies retrain --base_init gpt2 --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 \
 		--seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 --teacher_steps 220 --teacher_lr 1e-4 --arm_steps 40 \
 		--arm_lr 1e-4 --set_tokens 300000 --prompt_tokens 128 --gen_tokens 384 --heldout_tokens 0 $(STUDY_RETRAIN_ARGS)
 
@@ -152,14 +152,14 @@ study-gpt2: install $(DATA)/manifest.json  ## the seed's regime with GPT-2 itsel
 BENCH_FLAGS ?=
 
 bench: install  ## quick CPU speed check vs transformers: gpt2 shape, T=64 -> bench.json (BENCH_FLAGS="--append_md BENCHMARKS.md")
-	$(PY) bench.py --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
+	$(PY) -m benchmarks.bench --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
 		--new_tokens 128 --repeats 15 --warmup 1 --compile_decode --compare_hf $(BENCH_FLAGS)
 
 bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, generation with CUDA-graph decode
-	$(PY) bench.py --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)
+	$(PY) -m benchmarks.bench --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)
 
 bench-gpu-hf: install  ## ours vs transformers on the GPU: B=16 training, generation at batch 1 and 32
-	$(PY) bench.py --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
+	$(PY) -m benchmarks.bench --device cuda --compare_hf --what train,forward,generate --batch_sizes 16 --gen_batch_sizes 1 32 \
 		--json_out bench-gpu-hf.json $(BENCH_FLAGS)
 
 # benchmarks/gpu_check.sh's steps, the same commands at a tiny shape on this CPU (~6 min on 2 busy cores); exits 1 if one

@@ -14,7 +14,7 @@ teacher, distinct-n, repetition, filtered sequences). With matplotlib (`pip inst
 required): results/loss_curves.png (validation loss against training tokens, one line per run) and
 results/ppl_vs_budget.png (test perplexity against training tokens, one point per model).
 
-The study's report (study.py's sweep over seeds) is study_report.py.
+The studies' reports are `python -m studies report sweep|retrain` (studies/).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@
 # that ran long; the estimates leave each step about twice what it should need.
 #
 # It runs $PYTHON (default python3) as it is, with no install step and no download: the machine needs
-# torch, numpy, tqdm and pytest (transformers for the comparison; without it bench.py measures ours alone
+# torch, numpy, tqdm and pytest (transformers for the comparison; without it the benchmark measures ours alone
 # and the tests that compare with it skip). train.py reads token shards:
 #   SHARDS=DIR     shards already prepared (a manifest.json in DIR): the data step is skipped. Default:
 #                  OUT_DIR/shards, prepared by the data step and deleted at the end.
@@ -69,7 +69,7 @@
 # shards here and put them in shared/ (ignored by git), as the README's GPU section shows.
 #
 # Every step has a time limit, cut to what is left of the part's budget (PART_BUDGET_S, 530 s), and appends
-# its output to OUT_DIR/gpu_check.log; a failed or stopped step loses only its own remainder: bench.py
+# its output to OUT_DIR/gpu_check.log; a failed or stopped step loses only its own remainder: the benchmark
 # writes each row to its JSON and to OUT_DIR/BENCHMARKS-gpu.md (ready to paste into BENCHMARKS.md) as soon
 # as it is measured. The script exits 1 when a step failed. OUT_DIR holds at most 8 files per part.
 #
@@ -120,7 +120,7 @@ step() {  # step NAME SECONDS COMMAND...: run it within min(SECONDS, what is lef
     echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s$note): $*" | tee -a "$log"
     local t0=$SECONDS from
     from=$(($(stat -c %s "$log") + 1))
-    # SIGINT first (bench.py has written every row so far), a kill 10 s later if it does not stop
+    # SIGINT first (the benchmark has written every row so far), a kill 10 s later if it does not stop
     timeout --signal=INT --kill-after=10 "$limit" "$@" >> "$log" 2>&1
     local rc=$?
     tail -c +"$from" "$log" | tail -n 25
@@ -146,10 +146,10 @@ fi
 eager=(--no-compile --no-compile_decode)  # the rows without a compile: cheap, first in every part
 compiled=(--no-eager --compile --compile_decode)  # the compiled rows alone: one compile per step
 
-bench_step() {  # bench_step NAME LIMIT JSON ARGS...: bench.py, its rows in OUT_DIR/bench-JSON.json and the markdown
+bench_step() {  # bench_step NAME LIMIT JSON ARGS...: benchmarks/bench.py, its rows in OUT_DIR/bench-JSON.json and the markdown
     local name=$1 limit=$2 json=$3
     shift 3
-    step "$name" "$limit" "$PY" bench.py "${bench[@]}" "$@" --json_out "$out/bench-$json.json" --append_md "$md"
+    step "$name" "$limit" "$PY" -m benchmarks.bench "${bench[@]}" "$@" --json_out "$out/bench-$json.json" --append_md "$md"
 }
 
 part1() {  # the targets

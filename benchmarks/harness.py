@@ -1,4 +1,4 @@
-"""How bench.py measures: wall time around a synchronised device, peak memory, and transformers' twin.
+"""How benchmarks/bench.py measures: wall time around a synchronised device, peak memory, and transformers' twin.
 
 `measure` sets each candidate up and warms it alone (measuring its peak memory there: the optimizer
 state, caches and activations it allocates), then times the candidates in alternation, so that load

@@ -1,4 +1,4 @@
-"""What bench.py prints and stores: the machine it ran on, its tables (markdown), JSON, BENCHMARKS.md.
+"""What benchmarks/bench.py prints and stores: the machine it ran on, its tables (markdown), JSON, BENCHMARKS.md.
 
 A figure means little without the machine, the software and the command that produced it, so every
 report carries them: device name, CPU count and threads, torch/CUDA/transformers versions, git
@@ -98,7 +98,7 @@ def markdown(report: dict) -> str:
 
 
 class ReportWriter:
-    """bench.py's report on disk as it grows. Each row is added to report["sections"] and then json_out
+    """benchmarks/bench.py's report on disk as it grows. Each row is added to report["sections"] and then json_out
     and append_md are rewritten whole through gpt2.atomic (a temporary file renamed over the old one), so
     a run killed at its time limit leaves every row measured until then, and never a half-written file.
     append_md keeps what the file held when the run started, with this run's section after it (a process

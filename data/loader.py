@@ -3,6 +3,7 @@
 - `SplitTokens`: one split (all its `{split}_*.bin` shards) as one long sequence of token ids.
 - `TrainBatches`: random windows of T+1 tokens -> (x, y), y = x shifted by one; a seeded, resumable
   generator per rank.
+- `training_data(cfg)`: what a training run reads (`gpt2.trainer.TrainData`), from the shards its config names.
 
 The evaluation's windows (the whole split in order, every target scored once) belong to the perplexity
 metric: `gpt2/metrics/windows.py`.
@@ -12,6 +13,7 @@ Shapes: B = batch size, T = sequence length (tokens per row).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 
 from data.shards import ShardError, open_shard
 from gpt2.tokenizer import VOCAB_SIZE
+from gpt2.trainer import TrainData
 
 
 def prepare_hint(data_dir) -> str:
@@ -177,3 +180,12 @@ def micro_batch_streams(data_dir, batch_size: int, seq_len: int, *, seed: int, r
     tokens = SplitTokens(data_dir, "train")
     return [TrainBatches(tokens, batch_size, seq_len, seed=seed, rank=rank * accum + m, world_size=world * accum,
                          device=device) for m in range(accum)]
+
+
+def training_data(cfg) -> TrainData:
+    """What a training run (`gpt2.trainer.train`) reads, from the shards its TrainConfig `cfg` names: the
+    train split's size and micro-batch streams (--data_dir), the val split (--val_data_dir, else --data_dir)."""
+    val_tokens = SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
+    return TrainData(n_train_tokens=len(SplitTokens(cfg.data_dir, "train")), val_tokens=val_tokens,
+                     batches=functools.partial(micro_batch_streams, cfg.data_dir, cfg.micro_batch_size, cfg.seq_len,
+                                               seed=cfg.seed))

@@ -1,13 +1,9 @@
-"""Training checkpoints: written atomically, read with errors that say what to do, and the one
-entry point every script uses to get a model (`load_model`).
+"""Training checkpoints: what one holds (`TrainState`), written atomically, read with errors that say
+what to do, and the one entry point every script uses to get a model (`load_model`).
 
-A checkpoint is one `torch.save`d dict, written by `train.py`:
+A checkpoint is one `torch.save`d dict: the fields of `TrainState` that are set, and two markers,
     format       "gpt2-distill checkpoint", so that a foreign .pt file is recognised as such
     version      FORMAT_VERSION of this layout
-    model        state dict of the plain module (no `_orig_mod.` / `module.` prefixes)
-    model_config GPTConfig as a dict
-    step, ...    whatever else train.py stores to resume exactly (optimizer, sampler, config, ...)
-    versions     torch / python / numpy versions and git commit that wrote it
 
 `latest.pt` in a run directory holds everything needed to resume; `best.pt` holds the weights with
 the lowest validation loss (no optimizer state) and is what `load_model(run_dir)` returns.
@@ -18,12 +14,14 @@ Export to Hugging Face format:  python -m gpt2.checkpoint export runs/finetune o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import platform
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,23 +52,58 @@ def versions() -> dict:
             "git_commit": commit}
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write `state` (which must hold "model" and "model_config") to `path` atomically: into a
-    temporary file beside it, fsynced, then renamed over `path`. A write killed half-way leaves the
-    previous checkpoint untouched."""
-    if "model" not in state or "model_config" not in state:
-        raise ValueError("save_checkpoint: state needs 'model' (a state dict) and 'model_config' (a dict)")
-    bad = [k for k in state["model"] if k.startswith(("_orig_mod.", "module."))]
+@dataclass
+class TrainState:
+    """What a checkpoint holds. Every checkpoint has the weights and their shape; a training run's also say
+    where they came from; its latest.pt also holds everything a resumed run needs to repeat the uninterrupted
+    one. A field left None is not written."""
+
+    model: dict  # state dict of the plain module: HF names, no `_orig_mod.` / `module.` prefixes
+    model_config: dict  # the GPTConfig `model` fills, as a dict
+    step: int | None = None  # optimizer steps taken when it was saved
+    config: dict | None = None  # the run's resolved TrainConfig, as a dict
+    derived: dict | None = None  # what the run derived: world_size, grad_accum_steps, max_steps, device, dtype, ...
+    val_loss: float | None = None  # validation loss at `step`; None when saved between evaluations
+    # latest.pt only: what resuming needs
+    optimizer: dict | None = None  # AdamW's state dict (under FSDP gathered whole, as one process holds it)
+    scaler: dict | None = None  # the GradScaler's state (loss scaling, used under fp16)
+    batches: list | None = None  # every micro-batch slot's sampler state, in slot order (data.loader.TrainBatches)
+    best_val_loss: float | None = None  # the lowest validation loss so far: best.pt is rewritten below it
+    elapsed_s: float | None = None  # the run's training wall time so far, over every session
+    # the study's teacher: how many embedding rows of types absent from its train split were replaced
+    unseen_rows_shared: int | None = None  # (studies/unseen.py); None for every other checkpoint
+    versions: dict | None = None  # torch / python / numpy versions and git commit that wrote it (set by save)
+
+    def to_dict(self) -> dict:
+        """The fields that are set, as the dict `torch.save` writes (shallow: the tensors are not copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainState) -> None:
+    """Write `state` to `path` atomically: into a temporary file beside it, fsynced, then renamed over `path`.
+    A write killed half-way leaves the previous checkpoint untouched."""
+    bad = [k for k in state.model if k.startswith(("_orig_mod.", "module."))]
     if bad:
         raise ValueError(f"save_checkpoint: model state has wrapper prefixes ({bad[0]}); save the plain module")
-    state = {"format": FORMAT, "version": FORMAT_VERSION, **state, "versions": versions()}
+    fields = {**state.to_dict(), "versions": versions()}
     with atomic_open(path) as f:
-        torch.save(state, f)
+        torch.save({"format": FORMAT, "version": FORMAT_VERSION, **fields}, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> TrainState:
     """Read a checkpoint written by `save_checkpoint`, or stop with an error that says what is wrong."""
-    path = Path(path)
+    state = read_checkpoint_file(Path(path), map_location)
+    fields = {k: v for k, v in state.items() if k not in ("format", "version")}
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainState)})
+    if unknown or "model" not in fields or "model_config" not in fields:
+        raise CheckpointError(f"{path} is a checkpoint of this project whose fields this code does not know "
+                              f"({', '.join(unknown) or 'no model or model_config'}): load it with the code version "
+                              f"that wrote it: {state.get('versions', {}).get('git_commit')}")
+    return TrainState(**fields)
+
+
+def read_checkpoint_file(path: Path, map_location) -> dict:
+    """The dict a checkpoint file holds, its format and layout version checked."""
     if not path.is_file():
         hint = f" (the folder holds: {', '.join(sorted(p.name for p in path.parent.iterdir())) or 'nothing'})" \
             if path.parent.is_dir() else ""
@@ -114,13 +147,13 @@ def resolve_checkpoint(source: str | os.PathLike) -> Path | None:
     return None
 
 
-def model_from_state(state: dict, *, device="cpu", dtype: torch.dtype | None = None,
+def model_from_state(state: TrainState, *, device="cpu", dtype: torch.dtype | None = None,
                      dropout: float | None = None) -> GPT:
-    """The GPT held by a loaded checkpoint dict."""
-    config = GPTConfig(**state["model_config"])
+    """The GPT held by a loaded checkpoint."""
+    config = GPTConfig(**state.model_config)
     if dropout is not None:
         config.dropout = dropout
-    return model_holding(config, state["model"]).to(device=device, dtype=dtype)
+    return model_holding(config, state.model).to(device=device, dtype=dtype)
 
 
 def load_model(source: str | os.PathLike, *, device="cpu", dtype: torch.dtype | None = None,

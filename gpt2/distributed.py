@@ -40,7 +40,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint
 
-from gpt2.checkpoint import model_from_state
+from gpt2.checkpoint import TrainState, model_from_state
 from gpt2.compat import distribute_local
 from gpt2.device import resolve_device_and_dtype
 from gpt2.model import GPT
@@ -175,4 +175,4 @@ def gathered_model(model: GPT, keep_on: torch.device | None) -> GPT | None:
     state = gathered(model.state_dict(keep_vars=True), keep_on)
     if keep_on is None:
         return None
-    return model_from_state({"model": state, "model_config": dataclasses.asdict(model.config)}, device=keep_on)
+    return model_from_state(TrainState(model=state, model_config=dataclasses.asdict(model.config)), device=keep_on)

@@ -1,8 +1,6 @@
-"""How figures print in the tables of evaluate.py and report.py: a missing figure prints as '—'."""
+"""How figures print in the tables of evaluate.py, report.py and the studies' reports: a missing figure prints as '—'."""
 
 from __future__ import annotations
-
-import math
 
 
 def count(n: float | None) -> str:
@@ -25,14 +23,3 @@ def duration(s: float | None) -> str:
 def fixed(x: float | None, digits: int) -> str:
     """x with `digits` decimals; None -> '—'."""
     return "—" if x is None else f"{x:.{digits}f}"
-
-
-def perplexity_ci(loss: dict | None, grouping: str = "") -> str:
-    """exp of a mean NLL ({"mean", "half_width"}) with its 95% interval's ends exponentiated too (perplexity is
-    not symmetric): '1578.4 [1462.1, 1703.9]', or the mean alone without an interval; grouping="," prints
-    '1,578.4'; None -> '—'."""
-    if loss is None:
-        return "—"
-    m, h = loss["mean"], loss["half_width"]
-    ppl = lambda x: f"{math.exp(x):{grouping}.1f}"  # noqa: E731
-    return ppl(m) if h is None else f"{ppl(m)} [{ppl(m - h)}, {ppl(m + h)}]"

@@ -1,4 +1,4 @@
-"""What the scripts leave behind, read back for evaluate.py, report.py and study_report.py: a train.py
+"""What the scripts leave behind, read back for evaluate.py, report.py and the studies' reports: a train.py
 run directory, and any JSON result file (`read_json`).
 
     run.json    the resolved config, derived settings (device, accumulation, ...), versions

@@ -1,7 +1,7 @@
 """The settings of one training run: train.py's command line, and what `gpt2/training.py` builds a step from.
 
-It lives in the package, not in train.py, because more than one script trains: bench.py times the step
-train.py takes, and study.py runs many trainings; each builds a `TrainConfig` and hands it to the package.
+It lives in the package, not in train.py, because more than one caller trains: benchmarks/bench.py times the
+step a run takes, and the studies run many trainings; each builds a `TrainConfig` and hands it to the package.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One training step: what train.py's loop runs and bench.py times, built once per run.
+"""One training step: what a training run's loop runs (gpt2/trainer.py) and benchmarks/bench.py times, built once per run.
 
     lm_loss, kd_lm_loss          a micro-batch's loss: the model's trunk, then the head's loss chunk by chunk
     build_step(cfg, model, ...)  the model wrapped for the run (activation checkpointing, FSDP, DDP, compile),
@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gpt2.checkpoint import load_model
+from gpt2.checkpoint import TrainState, load_model
 from gpt2.device import autocast, compile_wanted
 from gpt2.distributed import checkpoint_blocks, load_optimizer_state, shard
 from gpt2.losses import linear_cross_entropy, linear_kd_loss
@@ -83,7 +83,7 @@ def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher
 
 @dataclass
 class StepParts:
-    """Everything one optimizer step touches. train.py's loop and bench.py's training figure both run
+    """Everything one optimizer step touches. The run's loop (gpt2/trainer.py) and the benchmark's training figure both run
     `train_step` on these, so the benchmark times exactly the step a run takes."""
 
     model: torch.nn.Module  # what the forward pass calls: raw_model, DDP-wrapped and/or compiled
@@ -157,7 +157,7 @@ def make_loss_fn(cfg: TrainConfig, raw_model: GPT, device: torch.device, amp_dty
 
 
 def build_step(cfg: TrainConfig, raw_model: GPT, batches: list, device: torch.device, amp_dtype: torch.dtype,
-               rank: int, state: dict | None = None) -> StepParts:
+               rank: int, state: TrainState | None = None) -> StepParts:
     """`raw_model` (on `device`) with its optimizer, scaler and loss, wrapped for the run (activation
     checkpointing, FSDP sharding in place, DDP, compile) and ready for `train_step` on `batches`, this rank's
     micro-batch streams (`data.loader.micro_batch_streams`); a checkpoint's `state` restores optimizer,
@@ -170,10 +170,10 @@ def build_step(cfg: TrainConfig, raw_model: GPT, batches: list, device: torch.de
     optimizer = make_optimizer(raw_model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     if state is not None:
-        load_optimizer_state(optimizer, state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        load_optimizer_state(optimizer, state.optimizer)
+        scaler.load_state_dict(state.scaler)
         for m, b in enumerate(batches):
-            b.load_state_dict(state["batches"][rank * len(batches) + m])
+            b.load_state_dict(state.batches[rank * len(batches) + m])
     model = raw_model
     if distributed and not cfg.fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,4 +1,4 @@
-"""bench.py and what it rests on: the FLOP formula (a hand count and torch's FLOP counter), the peak
+"""benchmarks/bench.py and what it rests on: the FLOP formula (a hand count and torch's FLOP counter), the peak
 table, peak-memory measurement, the fixed-shape decode step, and the CLI end to end on a tiny model."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import bench
+from benchmarks import bench, sections
 from benchmarks.harness import peak_memory
 from gpt2 import GPT, GPTConfig
 from benchmarks.flops import flops_per_token, matmul_params, mfu, peak_tflops
@@ -115,12 +115,12 @@ def test_rows_are_on_disk_as_soon_as_they_are_measured(tmp_path, monkeypatch):
         yield {"B": 1, "tok/s": 123.0}
         raise KeyboardInterrupt  # what `timeout --signal=INT` raises
 
-    monkeypatch.setattr(bench, "section_data", killed_after_one_row)
+    monkeypatch.setattr(sections, "section_data", killed_after_one_row)
     with pytest.raises(KeyboardInterrupt):
         bench.main(TINY + QUICK + ["--what", "forward,data", "--batch_sizes", "1", "--json_out", str(out),
                                    "--append_md", str(md)])
-    sections = json.loads(out.read_text())["sections"]
-    assert [r["B"] for r in sections["forward"]] == [1] and sections["data"] == [{"B": 1, "tok/s": 123.0}]
+    rows = json.loads(out.read_text())["sections"]
+    assert [r["B"] for r in rows["forward"]] == [1] and rows["data"] == [{"B": 1, "tok/s": 123.0}]
     text = md.read_text()
     assert text.startswith("# Benchmarks\n") and "**forward**" in text and "| 1 | 123 |" in text
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]  # atomic: no temporary file left
@@ -159,7 +159,7 @@ def test_torchrun_times_the_ddp_and_fsdp_steps(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(REPO / "bench.py"), "--what", "train", *TINY, "--batch_sizes", "2", "--seq_len", "16",
+                          "-m", "benchmarks.bench", "--what", "train", *TINY, "--batch_sizes", "2", "--seq_len", "16",
                           "--repeats", "1", "--warmup", "1", "--json_out", str(out)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

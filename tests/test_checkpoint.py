@@ -9,21 +9,21 @@ import pytest
 import torch
 
 from gpt2 import GPT, GPTConfig
-from gpt2.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gpt2.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, TrainState, load_checkpoint, load_model, save_checkpoint
 from gpt2.checkpoint import main as export_main
 
 TINY = GPTConfig(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4)
 
 
-def state_of(model: GPT, **extra) -> dict:
-    return {"model": model.state_dict(), "model_config": dataclasses.asdict(model.config), **extra}
+def state_of(model: GPT, **extra) -> TrainState:
+    return TrainState(model=model.state_dict(), model_config=dataclasses.asdict(model.config), **extra)
 
 
 def test_round_trip_keeps_weights_and_tying(tmp_path):
     model = GPT(TINY, seed=3).eval()
     save_checkpoint(tmp_path / "latest.pt", state_of(model, step=7))
     state = load_checkpoint(tmp_path / "latest.pt")
-    assert state["step"] == 7 and state["versions"]["torch"] == torch.__version__
+    assert state.step == 7 and state.versions["torch"] == torch.__version__
     loaded = load_model(tmp_path / "latest.pt")
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still one tensor
     assert not loaded.training
@@ -42,10 +42,27 @@ def test_run_directory_prefers_best(tmp_path):
     assert torch.equal(load_model(tmp_path).transformer.wte.weight, GPT(TINY, seed=1).transformer.wte.weight)
 
 
+def test_a_checkpoint_written_as_a_plain_dict_still_loads(tmp_path):
+    """The layout on disk is a dict of the set fields: what train.py wrote before TrainState owned it (a
+    latest.pt with val_loss None, the sweep's teacher.pt with its unseen_rows_shared) loads field by field."""
+    model = GPT(TINY, seed=4)
+    old = {"format": FORMAT, "version": FORMAT_VERSION, "model": model.state_dict(),
+           "model_config": dataclasses.asdict(TINY), "step": 3, "config": {"seed": 1}, "derived": {"world_size": 1},
+           "val_loss": None, "optimizer": {"state": {}, "param_groups": []}, "scaler": {}, "batches": [{}],
+           "best_val_loss": 2.5, "elapsed_s": 1.0, "unseen_rows_shared": 12, "versions": {"torch": "x"}}
+    torch.save(old, tmp_path / "old.pt")
+    state = load_checkpoint(tmp_path / "old.pt")
+    assert (state.step, state.val_loss, state.best_val_loss, state.unseen_rows_shared) == (3, None, 2.5, 12)
+    assert torch.equal(load_model(tmp_path / "old.pt").transformer.wte.weight, model.transformer.wte.weight)
+    torch.save({**old, "mystery": 1}, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match="mystery"):
+        load_checkpoint(tmp_path / "newer.pt")
+
+
 def test_prefixed_state_is_refused(tmp_path):
     state = {"_orig_mod." + k: v for k, v in GPT(TINY).state_dict().items()}
     with pytest.raises(ValueError, match="plain module"):
-        save_checkpoint(tmp_path / "x.pt", {"model": state, "model_config": dataclasses.asdict(TINY)})
+        save_checkpoint(tmp_path / "x.pt", TrainState(model=state, model_config=dataclasses.asdict(TINY)))
 
 
 def test_write_killed_midway_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -61,7 +78,7 @@ def test_write_killed_midway_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, state_of(GPT(TINY, seed=2), step=2))
     monkeypatch.setattr(torch, "save", real_save)
-    assert load_checkpoint(path)["step"] == 1
+    assert load_checkpoint(path).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left behind
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
 from gpt2.checkpoint import load_checkpoint
-from test_train import VOCAB, records, tiny, tiny_and_quick  # noqa: F401 (an autouse fixture)
+from test_train import VOCAB, run_training, records, tiny, tiny_and_quick  # noqa: F401 (an autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +24,9 @@ import functools, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch
 import train
+import gpt2.trainer
 from gpt2.config import GPTConfig
-train.GPTConfig = functools.partial(GPTConfig, vocab_size={VOCAB})
+gpt2.trainer.GPTConfig = functools.partial(GPTConfig, vocab_size={VOCAB})
 torch.set_num_threads(1)
 train.main(sys.argv[1:])
 """
@@ -54,15 +54,15 @@ def test_two_processes_match_one(tmp_path):
                           str(tmp_path / "worker.py"), *as_flags(two)], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    train.train(one)  # in this process: world 1, so 2 micro-batches per step
+    run_training(one)  # in this process: world 1, so 2 micro-batches per step
 
-    assert load_checkpoint(tmp_path / "two" / "latest.pt")["derived"]["world_size"] == 2
-    assert load_checkpoint(tmp_path / "one" / "latest.pt")["derived"]["grad_accum_steps"] == 2
+    assert load_checkpoint(tmp_path / "two" / "latest.pt").derived["world_size"] == 2
+    assert load_checkpoint(tmp_path / "one" / "latest.pt").derived["grad_accum_steps"] == 2
     for kind, key in (("train", "loss"), ("train", "grad_norm"), ("eval", "val_loss")):
         a, b = ([r[key] for r in records(d, kind)] for d in (one.out_dir, two.out_dir))
         assert len(a) == len(b) > 0
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (kind, key, a, b)
-    w1, w2 = (load_checkpoint(Path(d) / "latest.pt")["model"] for d in (one.out_dir, two.out_dir))
+    w1, w2 = (load_checkpoint(Path(d) / "latest.pt").model for d in (one.out_dir, two.out_dir))
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], rtol=0, atol=1e-5, msg=name)
-    assert len(load_checkpoint(tmp_path / "two" / "latest.pt")["batches"]) == 2  # every rank's sampler
+    assert len(load_checkpoint(tmp_path / "two" / "latest.pt").batches) == 2  # every rank's sampler

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import distill
+import distill as distill_cli  # the command line, tested as such below
+from data import distill
 from data.loader import SplitTokens
 from data.shards import open_shard, write_shard
-from distill import DistillConfig, DistillError, drop_reason
+from data.distill import DistillConfig, DistillError, drop_reason
 from gpt2 import tokenizer
-from gpt2.checkpoint import save_checkpoint
+from gpt2.checkpoint import TrainState, save_checkpoint
 from gpt2.cli import build_parser, field_comments, parse_config
 from gpt2.config import GPTConfig
 from gpt2.metrics.diversity import repeated_fraction, top_token_share
@@ -41,7 +42,7 @@ def world(tmp_path_factory) -> dict:
         # uniform (a few dozen tokens within 10x of the best), and does not favour repeating the last token.
         teacher.transformer.wte.weight.mul_(10.0)
         teacher.transformer.wpe.weight.mul_(100.0)
-    save_checkpoint(root / "teacher.pt", {"model": teacher.state_dict(), "model_config": dataclasses.asdict(teacher.config)})
+    save_checkpoint(root / "teacher.pt", TrainState(model=teacher.state_dict(), model_config=dataclasses.asdict(teacher.config)))
     rng = np.random.default_rng(0)
     data = root / "data"
     data.mkdir()
@@ -179,5 +180,5 @@ def test_command_line(world, capsys):
             parse_config(DistillConfig, bad)
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cannot load --teacher"):
-        distill.main(["--teacher", str(world["root"] / "missing.pt"), "--data_dir", world["data"],
+        distill_cli.main(["--teacher", str(world["root"] / "missing.pt"), "--data_dir", world["data"],
                       "--out_dir", str(world["root"] / "x"), "--device", "cpu"])

@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-import evaluate
-import train
+import evaluate  # the command line, which the tests below run
 from data.loader import SplitTokens
 from data.shards import write_shard
-from evaluate import EvalConfig, EvalError, passage_starts, score_continuations
 from gpt2 import GPT, GPTConfig, tokenizer
+from gpt2 import evaluation
+from gpt2.evaluation import EvalConfig, EvalError, passage_starts, score_continuations
 from gpt2.metrics.bleu import corpus_bleu
 from gpt2.checkpoint import load_model
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.metrics.rouge import corpus_rouge
 from gpt2.sampler import SamplingConfig, generate
+from gpt2.train_config import TrainConfig
 from gpt2.weights import save_hf
+from test_train import run_training
 
 # Every token of this paragraph differs from the others, so in the paragraph repeated each token has
 # exactly one successor: a bigram model can predict the text perfectly.
@@ -94,9 +96,9 @@ def world(tmp_path_factory, encoding):
     hf = save_hf(bigram_model(succ, wrong_every=3), root / "bigram-hf")
     perfect = save_hf(bigram_model(succ), root / "perfect")
     run = root / "runs" / "bigram"
-    train.train(train.TrainConfig(init=str(hf), dropout=0.0, data_dir=str(data), out_dir=str(run), seq_len=32,
-                                  micro_batch_size=2, total_batch_tokens=64, lr=0.0, min_lr=0.0, warmup_steps=1,
-                                  max_steps=2, eval_interval=2, device="cpu", dtype="fp32", compile=False))
+    run_training(TrainConfig(init=str(hf), dropout=0.0, data_dir=str(data), out_dir=str(run), seq_len=32,
+                             micro_batch_size=2, total_batch_tokens=64, lr=0.0, min_lr=0.0, warmup_steps=1,
+                             max_steps=2, eval_interval=2, device="cpu", dtype="fp32", compile=False))
     return {"root": root, "data": data, "texts": texts, "hf": hf, "perfect": perfect, "run": run}
 
 
@@ -150,10 +152,10 @@ def test_default_names(tmp_path):
     (tmp_path / "runs" / "finetune" / "latest.pt").write_bytes(b"")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
-    assert evaluate.default_name(str(tmp_path / "runs" / "finetune") + "/") == "finetune"
-    assert evaluate.default_name(str(tmp_path / "runs" / "finetune" / "latest.pt")) == "finetune-latest"
-    assert evaluate.default_name(str(tmp_path / "hf" / "model.safetensors")) == "hf"
-    assert evaluate.default_name("gpt2-medium") == "gpt2-medium"
+    assert evaluation.default_name(str(tmp_path / "runs" / "finetune") + "/") == "finetune"
+    assert evaluation.default_name(str(tmp_path / "runs" / "finetune" / "latest.pt")) == "finetune-latest"
+    assert evaluation.default_name(str(tmp_path / "hf" / "model.safetensors")) == "hf"
+    assert evaluation.default_name("gpt2-medium") == "gpt2-medium"
     assert EvalConfig(model="gpt2").name == "gpt2"
     with pytest.raises(ValueError, match="'\\|'"):
         EvalConfig(name="a|b")
@@ -213,7 +215,7 @@ def test_cli_writes_json_and_table_with_the_metrics_figures(world):
     assert run["init"] == str(world["hf"])
 
     table = (world["root"] / "results.md").read_text()
-    assert res["table"] == table and table.startswith(evaluate.HEADER)
+    assert res["table"] == table and table.startswith(evaluation.HEADER)
     row = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
     assert row[:4] == ["bigram", "data", "test", f"{n:,}"]
     assert row[4] == f"{direct.ppl:.2f}" and row[7] == f"{bleu.score:.2f}" and row[11] == "128"

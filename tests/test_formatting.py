@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from gpt2.formatting import count, duration, fixed, perplexity_ci
+from gpt2.formatting import count, duration, fixed
+from studies.stats import perplexity_ci
 
 
 def test_figures_print_short_and_missing_ones_as_a_dash():

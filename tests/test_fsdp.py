@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from gpt2 import trainer
 from gpt2.checkpoint import load_checkpoint, load_model
 from gpt2.checkpoint import main as checkpoint_main
 from gpt2.config import GPTConfig
 from gpt2.losses import linear_cross_entropy
 from gpt2.model import GPT
 from test_ddp import as_flags
-from test_train import VOCAB, deterministic, records, tiny, tiny_and_quick  # noqa: F401 (an autouse fixture)
+from test_train import VOCAB, run_training, deterministic, records, tiny, tiny_and_quick  # noqa: F401 (an autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = dict(micro_batch_size=4, total_batch_tokens=2 * 4 * 16, max_steps=4, eval_interval=2, dropout=0.1)
@@ -43,8 +43,9 @@ import functools, json, os, signal, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch
 import train
+import gpt2.trainer
 from gpt2.config import GPTConfig
-train.GPTConfig = functools.partial(GPTConfig, vocab_size={VOCAB})
+gpt2.trainer.GPTConfig = functools.partial(GPTConfig, vocab_size={VOCAB})
 torch.set_num_threads(1)
 torch.distributed.init_process_group("gloo")
 from data.loader import TrainBatches
@@ -85,18 +86,18 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ("fsdp_kd", dict(fsdp=True, teacher=str(tmp / "one"))), ("killed", dict(fsdp=True)),
         ("one_bf16", dict(dtype="bf16")), ("fsdp_bf16", dict(fsdp=True, dtype="bf16"))]}
     with pytest.MonkeyPatch.context() as mp:  # what the autouse fixture does, for this module-wide fixture
-        mp.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
+        mp.setattr(trainer, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             for name in ("one", "one_ac", "one_kd", "one_bf16"):  # one is the distillation runs' teacher
-                train.train(cfg[name])
+                run_training(cfg[name])
         finally:
             torch.set_num_threads(threads)
     first = torchrun(tmp, "first", [{"argv": as_flags(cfg[n])} for n in ("fsdp", "fsdp_ac", "fsdp_kd", "fsdp_bf16")]
                      + [{"argv": as_flags(cfg["killed"]), "kill_at_batch": KILLED_AT_BATCH}])
     assert first.returncode != 0 and "SIGKILL" in first.stderr, first.stderr[-3000:]  # the last run was killed
-    assert load_checkpoint(tmp / "killed" / "latest.pt")["step"] == 2 and records(tmp / "killed", "train")[-1]["step"] == 2
+    assert load_checkpoint(tmp / "killed" / "latest.pt").step == 2 and records(tmp / "killed", "train")[-1]["step"] == 2
     second = torchrun(tmp, "second", [{"argv": as_flags(cfg["killed"]) + ["--resume"]}])
     assert second.returncode == 0, second.stderr[-3000:]
     return {name: Path(c.out_dir) for name, c in cfg.items()}
@@ -109,7 +110,7 @@ def assert_same_run(a: Path, b: Path, atol: float, weights_atol: float | None = 
         x, y = ([r[key] for r in records(d, kind)] for d in (a, b))
         assert len(x) == len(y) > 0
         assert max(abs(u - v) for u, v in zip(x, y)) <= atol, (kind, key, x, y)
-    w1, w2 = (load_checkpoint(d / "latest.pt")["model"] for d in (a, b))
+    w1, w2 = (load_checkpoint(d / "latest.pt").model for d in (a, b))
     assert w1.keys() == w2.keys()
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], rtol=0, atol=weights_atol or atol, msg=name)
@@ -120,7 +121,7 @@ def test_fsdp_trains_what_one_process_trains(runs):
     assert len(records(runs["fsdp"], "train")) == SETTINGS["max_steps"]
     assert_same_run(runs["one"], runs["fsdp"], atol=1e-5)
     state = load_checkpoint(runs["fsdp"] / "latest.pt")
-    assert state["derived"]["world_size"] == 2 and state["config"]["fsdp"] is True
+    assert state.derived["world_size"] == 2 and state.config["fsdp"] is True
 
 
 @gloo
@@ -162,9 +163,9 @@ def test_killed_fsdp_run_resumes_to_the_same_losses_bit_for_bit(runs):
         assert [deterministic(r) for r in records(runs["killed"], kind)] == \
             [deterministic(r) for r in records(runs["fsdp"], kind)]
     a, b = (load_checkpoint(runs[n] / "latest.pt") for n in ("fsdp", "killed"))
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    for i, moments in a["optimizer"]["state"].items():
-        assert all(torch.equal(v, b["optimizer"]["state"][i][k]) for k, v in moments.items())
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    for i, moments in a.optimizer["state"].items():
+        assert all(torch.equal(v, b.optimizer["state"][i][k]) for k, v in moments.items())
 
 
 @gloo
@@ -172,13 +173,13 @@ def test_sharded_checkpoints_are_single_process_files(runs, tmp_path):
     """latest.pt of an FSDP run has the layout of one process's: whole tensors, optimizer state numbered by
     parameter, the tie kept; its best.pt exports to a folder transformers loads with our logits."""
     one, fsdp = (load_checkpoint(runs[n] / "latest.pt") for n in ("one", "fsdp"))
-    assert one["model"].keys() == fsdp["model"].keys()
-    assert fsdp["model"]["lm_head.weight"] is fsdp["model"]["transformer.wte.weight"]
-    assert fsdp["optimizer"]["param_groups"] == one["optimizer"]["param_groups"]
-    for i, moments in one["optimizer"]["state"].items():
+    assert one.model.keys() == fsdp.model.keys()
+    assert fsdp.model["lm_head.weight"] is fsdp.model["transformer.wte.weight"]
+    assert fsdp.optimizer["param_groups"] == one.optimizer["param_groups"]
+    for i, moments in one.optimizer["state"].items():
         for k, v in moments.items():
-            torch.testing.assert_close(fsdp["optimizer"]["state"][i][k], v, rtol=0, atol=1e-5, msg=f"{i} {k}")
-    assert len(fsdp["batches"]) == 2  # every rank's sampler
+            torch.testing.assert_close(fsdp.optimizer["state"][i][k], v, rtol=0, atol=1e-5, msg=f"{i} {k}")
+    assert len(fsdp.batches) == 2  # every rank's sampler
 
     transformers = pytest.importorskip("transformers")
     checkpoint_main(["export", str(runs["fsdp"]), str(tmp_path / "hf")])
@@ -193,7 +194,7 @@ def test_sharded_checkpoints_are_single_process_files(runs, tmp_path):
 
 def test_fsdp_without_torchrun_says_how_to_start_it(tmp_path):
     with pytest.raises(ValueError, match="torchrun --standalone --nproc_per_node N train.py --fsdp"):
-        train.train(tiny(tmp_path, fsdp=True))
+        run_training(tiny(tmp_path, fsdp=True))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -129,15 +129,18 @@ TRAIN_VOCAB = 256
 
 @pytest.fixture
 def tiny_train(monkeypatch):
-    """train.py's scratch models get a 256-token vocabulary, and torch one thread (as in test_train.py)."""
+    """The run's scratch models get a 256-token vocabulary, and torch one thread (as in test_train.py); yields
+    what runs train.py's training (`.train(cfg)`)."""
     import functools
+    import types
 
-    import train
+    from gpt2 import trainer
+    from test_train import run_training
 
-    monkeypatch.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=TRAIN_VOCAB))
+    monkeypatch.setattr(trainer, "GPTConfig", functools.partial(GPTConfig, vocab_size=TRAIN_VOCAB))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield train
+    yield types.SimpleNamespace(train=run_training)
     torch.set_num_threads(threads)
 
 
@@ -162,13 +165,13 @@ def toy(tmp_path, tiny_train):
 
 
 def settings(tmp_path, **overrides):
-    import train
+    from gpt2.train_config import TrainConfig
 
     base = dict(init="scratch", n_layer=2, n_head=2, n_embd=32, dropout=0.0, data_dir=str(tmp_path / "real"),
                 out_dir=str(tmp_path / "run"), seq_len=16, micro_batch_size=4, total_batch_tokens=64, lr=3e-3,
                 min_lr=3e-4, warmup_steps=2, max_steps=6, eval_interval=3, device="cpu", dtype="fp32", compile=False,
                 seed=0)
-    return train.TrainConfig(**{**base, **overrides})
+    return TrainConfig(**{**base, **overrides})
 
 
 def log(out_dir, kind: str) -> list[dict]:
@@ -189,20 +192,20 @@ def test_kd_with_alpha_zero_is_plain_training_bit_for_bit(toy, tiny_train):
     tiny_train.train(kd)
     for kind in ("train", "eval"):
         assert log(plain.out_dir, kind) == log(kd.out_dir, kind)
-    a, b = (load_checkpoint(toy / d / "latest.pt")["model"] for d in ("plain", "kd0"))
+    a, b = (load_checkpoint(toy / d / "latest.pt").model for d in ("plain", "kd0"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_kd_training_learns_and_the_teacher_stays_frozen(toy, tiny_train):
     from gpt2.checkpoint import load_checkpoint
 
-    before = load_checkpoint(toy / "teacher" / "best.pt")["model"]
+    before = load_checkpoint(toy / "teacher" / "best.pt").model
     cfg = settings(toy, out_dir=str(toy / "kd"), teacher=str(toy / "teacher"), kd_weight=0.7, kd_temperature=2.0,
                    max_steps=20, eval_interval=10, lr=1e-2)
     tiny_train.train(cfg)
     losses, val = [r["loss"] for r in log(cfg.out_dir, "train")], [r["val_loss"] for r in log(cfg.out_dir, "eval")]
     assert max(losses[-3:]) < 0.6 * losses[0] and val[-1] < val[0] - 1.0  # 5.6 nats (uniform) at step 0
-    after = load_checkpoint(toy / "teacher" / "best.pt")["model"]
+    after = load_checkpoint(toy / "teacher" / "best.pt").model
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -217,7 +220,7 @@ def test_student_from_teacher_layers_resumes_exactly(toy, tiny_train, monkeypatc
     whole = settings(toy, out_dir=str(toy / "whole"), **student)
     tiny_train.train(whole)
     state = load_checkpoint(toy / "whole" / "latest.pt")
-    assert state["model_config"]["n_layer"] == 1 and state["derived"]["val_tokens"] == 480
+    assert state.model_config["n_layer"] == 1 and state.derived["val_tokens"] == 480
 
     real_next, calls = TrainBatches.next, [0]
 
@@ -234,7 +237,7 @@ def test_student_from_teacher_layers_resumes_exactly(toy, tiny_train, monkeypatc
     tiny_train.train(settings(toy, out_dir=str(toy / "cut"), resume=True, **student))
     for kind in ("train", "eval"):
         assert log(toy / "cut", kind) == log(toy / "whole", kind)
-    a, b = (load_checkpoint(toy / d / "latest.pt")["model"] for d in ("whole", "cut"))
+    a, b = (load_checkpoint(toy / d / "latest.pt").model for d in ("whole", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

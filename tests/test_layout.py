@@ -1,5 +1,8 @@
-"""The imports run one way: the package `gpt2/` imports nothing of `data/`, the scripts or the benchmarks;
-`data/` may use `gpt2/` but no script; and no module of ours takes part in an import cycle.
+"""The imports run one way, in three floors: the package `gpt2/` imports nothing of ours above it; `data/` may
+use `gpt2/`; on top, side by side, the pipeline's scripts (train.py, distill.py, evaluate.py, sample.py,
+report.py), the studies (`studies/`) and the benchmarks (`benchmarks/`), each importing only the floors below
+and itself. No module imports a script; no module of ours takes part in an import cycle; and `gpt2/` holds no
+module that only the studies use.
 
 Read from the source with `ast`, every import statement (at the top or inside a function) counted."""
 
@@ -9,9 +12,10 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = {p.stem for p in REPO.glob("*.py")}  # train, distill, evaluate, sample, report, study, bench
-# A lower layer may not import a higher one. bench.py is the benchmarks' entry point, their layer.
-LAYER = {"gpt2": 0, "data": 1, **{name: 2 for name in SCRIPTS}, "benchmarks": 3, "bench": 3}
+SCRIPTS = {p.stem for p in REPO.glob("*.py")}  # train, distill, evaluate, sample, report
+PACKAGES = ("gpt2", "data", "studies", "benchmarks")
+# A floor may import the floors below it and its own package; the top floor's three neighbours not each other.
+LAYER = {"gpt2": 0, "data": 1, "studies": 2, "benchmarks": 2, **{name: 2 for name in SCRIPTS}}
 
 
 def module_name(path: Path) -> str:
@@ -38,14 +42,37 @@ def our_imports(path: Path) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    files = [*REPO.glob("*.py"), *REPO.glob("gpt2/**/*.py"), *REPO.glob("data/*.py"), *REPO.glob("benchmarks/*.py")]
+    files = [*REPO.glob("*.py"), *(p for package in PACKAGES for p in REPO.glob(f"{package}/**/*.py"))]
     return {module_name(p): our_imports(p) - {module_name(p)} for p in files}
 
 
-def test_no_module_imports_a_higher_layer():
-    upward = [(m, dep) for m, deps in import_graph().items() for dep in deps
-              if LAYER[dep.split(".")[0]] > LAYER[m.split(".")[0]]]
-    assert upward == [], upward
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_every_module_has_a_floor():
+    assert set(map(top, import_graph())) <= set(LAYER), "a new top-level folder or script: give it a floor in LAYER"
+
+
+def test_no_module_imports_a_higher_floor_or_a_neighbour():
+    wrong = [(m, dep) for m, deps in import_graph().items() for dep in deps
+             if top(dep) != top(m) and LAYER[top(dep)] >= LAYER[top(m)]]
+    assert wrong == [], wrong
+
+
+def test_no_module_imports_a_script():
+    graph = import_graph()
+    assert [(m, dep) for m, deps in graph.items() for dep in deps if dep in SCRIPTS] == []
+    assert SCRIPTS == {"train", "distill", "evaluate", "sample", "report"}  # the pipeline, and nothing else
+
+
+def test_the_package_holds_no_module_only_the_studies_use():
+    """A module of gpt2/ is there for the package, the data or the scripts: imported by at least one module
+    outside studies/ (a module the studies alone import belongs in studies/)."""
+    graph = import_graph()
+    users = {m: {u for u, deps in graph.items() if m in deps} for m in graph if top(m) == "gpt2"}
+    studies_only = [m for m, us in users.items() if us and all(top(u) == "studies" for u in us)]
+    assert studies_only == [], studies_only
 
 
 def test_no_import_cycles():

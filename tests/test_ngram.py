@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gpt2.metrics import ngram
+from studies import ngram
 from gpt2.metrics.tail import bucket_perplexity, frequency_buckets
 
 

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-import evaluate
 import report
-import train
+from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_shard
+from gpt2.evaluation import EvalConfig, evaluate, save_results
+from gpt2.train_config import TrainConfig
+from test_train import run_training
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +35,16 @@ def experiment(tmp_path_factory, encoding):
     common = dict(n_layer=2, n_head=2, n_embd=32, dropout=0.0, seq_len=16, micro_batch_size=4, total_batch_tokens=64,
                   lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_interval=2, device="cpu", dtype="fp32", compile=False)
     runs = root / "runs"
-    train.train(train.TrainConfig(init="scratch", data_dir=str(root / "distilled-hard"), val_data_dir=str(root / "real"),
-                                  out_dir=str(runs / "retrain-hard"), max_steps=4, **common))
-    train.train(train.TrainConfig(init=str(runs / "retrain-hard"), init_layers=[0], teacher=str(runs / "retrain-hard"),
-                                  data_dir=str(root / "distilled-hard"), val_data_dir=str(root / "real"),
-                                  out_dir=str(runs / "student"), max_steps=2, **common))
+    run_training(TrainConfig(init="scratch", data_dir=str(root / "distilled-hard"), val_data_dir=str(root / "real"),
+                             out_dir=str(runs / "retrain-hard"), max_steps=4, **common))
+    run_training(TrainConfig(init=str(runs / "retrain-hard"), init_layers=[0], teacher=str(runs / "retrain-hard"),
+                             data_dir=str(root / "distilled-hard"), val_data_dir=str(root / "real"),
+                             out_dir=str(runs / "student"), max_steps=2, **common))
     for run in ("retrain-hard", "student"):
-        evaluate.evaluate(evaluate.EvalConfig(model=str(runs / run), data_dir=str(root / "real"), split="val",
-                                              gen_passages=2, gen_prompt_tokens=4, gen_new_tokens=4, device="cpu",
-                                              out_json=str(root / "results" / f"{run}.val.json"),
-                                              table=str(root / "results" / "results.md"), progress=False))
+        cfg = EvalConfig(model=str(runs / run), data_dir=str(root / "real"), split="val", gen_passages=2,
+                         gen_prompt_tokens=4, gen_new_tokens=4, device="cpu", out_json=str(root / "results" / f"{run}.val.json"),
+                         table=str(root / "results" / "results.md"), progress=False)
+        save_results(cfg, evaluate(cfg, SplitTokens(cfg.data_dir, "val"), SplitTokens(cfg.data_dir, "train")))
     torch.set_num_threads(threads)
     return root
 

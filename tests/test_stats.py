@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gpt2.metrics.stats import (T_975, format_ci, mean_ci, paired_contrast, t_975, t_cdf, t_two_sided_p,
+from studies.stats import (T_975, format_ci, mean_ci, paired_contrast, t_975, t_cdf, t_two_sided_p,
                                 trend_test)
 
 

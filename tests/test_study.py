@@ -1,4 +1,4 @@
-"""study.py end to end at toy scale: every step writes its result, the report has every arm with an
+"""The sweep (python -m studies sweep) end to end at toy scale: every step writes its result, the report has every arm with an
 interval over seeds, and a second run skips everything it finds finished."""
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-import study
-import study_eval
-import study_report
-import train
 from data.loader import SplitTokens
 from data.shards import write_shard
+from gpt2 import trainer
 from gpt2.checkpoint import load_model
-from gpt2.metrics import ngram
+from gpt2.training import TrainingStopped
+from studies import evaluations as study_eval
+from studies import ngram
+from studies import sweep as study
+from studies import sweep_report as study_report
 
 
 def toy_data(root: Path, test_start: int = 5000) -> Path:
@@ -97,7 +98,7 @@ def guard_the_choices(monkeypatch, boundary: int) -> HeldoutGuard:
     """Every function that makes a choice: which alpha feeds a student, the bigrams' lambda (on val), and the
     training runs (best.pt is chosen by validation loss)."""
     guard = HeldoutGuard(monkeypatch, boundary)
-    for module, name in ((study, "best_alpha"), (ngram, "tune_lambda"), (train, "train")):
+    for module, name in ((study, "best_alpha"), (ngram, "tune_lambda"), (trainer, "train")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
         guard.wrap(module, name)
     return guard
@@ -131,8 +132,8 @@ def test_study_runs_reports_and_resumes(tmp_path, encoding, one_thread, monkeypa
     guard = guard_the_choices(monkeypatch, cfg.dev_test_tokens)
     study.Study(cfg).run()
     out = capsys.readouterr().out  # 2 seeds x (3 sets, subset, full-train) + 1 extra seed x 2 arms; 6 students
-    assert "alpha=1-s0 done: 1 of 18 runs; left: 11 arms, about" in out and "; 6 students, not timed yet" in out
-    assert "done: 18 of 18 runs\n" in out
+    assert "[sweep " in out and "alpha=1-s0 done (6% of the work done, about " in out  # 1 of 18 runs
+    assert " done (100% of the work done, about 0 min left)\n" in out
     assert guard.calls["best_alpha"] == 1 and guard.calls["tune_lambda"] >= 2 and guard.calls["train"] >= 10
     results = Path(cfg.results_dir)
     sets = {"alpha=1-s0", "alpha=1-s1", "alpha=1-s2", "alpha=-1-s0", "alpha=-1-s1", "alpha=1,min_p=0-s0",
@@ -243,11 +244,12 @@ def test_the_test_split_is_cut_at_the_dev_test_boundary():
 
 
 def test_a_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path, monkeypatch):
-    """train.train returns normally after SIGINT / SIGTERM (it saved latest.pt and stopped early): the study
+    """gpt2.trainer.train returns normally after SIGINT / SIGTERM (it saved latest.pt and stopped early): the study
     must stop too, without the summary.json that would make the next run skip the unfinished one."""
     cfg = toy_config(tmp_path)
-    monkeypatch.setattr(train, "train", lambda config: {"stopped_early": True, "steps": 3})
-    with pytest.raises(train.TrainingStopped, match="teacher stopped at step 3"):
+    monkeypatch.setattr(trainer, "train", lambda config, data: {"stopped_early": True, "steps": 3})
+    monkeypatch.setattr(study_eval, "training_data", lambda config: None)  # no shards read: the run is faked
+    with pytest.raises(TrainingStopped, match="teacher stopped at step 3"):
         study.Study(cfg).train_run("teacher", max_steps=16)
     assert not (tmp_path / "work" / "runs" / "teacher" / "summary.json").exists()
 
@@ -258,7 +260,7 @@ def test_train_run_skips_a_finished_run_resumes_a_cut_one_and_keeps_only_best(tm
     (weights + AdamW moments, only for resuming) goes once the run ends."""
     calls = []
 
-    def fake_train(config):
+    def fake_train(config, data):
         calls.append(config)
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +268,8 @@ def test_train_run_skips_a_finished_run_resumes_a_cut_one_and_keeps_only_best(tm
         (out / "latest.pt").write_bytes(b"weights and moments")
         return {"stopped_early": False, "steps": config.max_steps}
 
-    monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(study_eval, "training_data", lambda config: None)  # no shards read: the run is faked
     cfg = toy_config(tmp_path)
     run = tmp_path / "runs" / "cut-early"
     run.mkdir(parents=True)

@@ -1,5 +1,5 @@
-"""study_report.py on hand-made numbers: the paired ratio, the contrasts and the trend test against
-gpt2.metrics.stats, the tables of a hand-made results folder, the teacher checks, the plot's labels and
+"""The sweep's report (studies/sweep_report.py) on hand-made numbers: the paired ratio, the contrasts and the
+trend test against studies.stats, the tables of a hand-made results folder, the teacher checks, the plot's labels and
 its command line. (tests/test_study.py runs it on what a toy study wrote.)"""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import study_report
-from gpt2.metrics.stats import mean_ci, paired_contrast, trend_test
+from studies import sweep_report as study_report
+from studies.__main__ import main as studies_main
+from studies.plots import band_label
+from studies.stats import mean_ci, paired_contrast, trend_test
 
 
 def test_teacher_checks_compare_with_the_bigram_and_real_text():
@@ -42,11 +44,14 @@ def test_paired_ratio_matches_seeds():
 
 
 def test_command_line_writes_study_md_and_says_so(tmp_path, capsys):
+    """`python -m studies report sweep --results_dir DIR`; a command it does not know is named in the error."""
     with pytest.raises(SystemExit, match="make study"):
-        study_report.main(["--results_dir", str(tmp_path)])
+        studies_main(["report", "sweep", "--results_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not 'report first'"):
+        studies_main(["report", "first"])
     (tmp_path / "heldout").mkdir()
     (tmp_path / "heldout" / "alpha=1-s0.json").write_text(json.dumps({"name": "alpha=1-s0", "perplexity": {"loss": 5.0}}))
-    text = study_report.main(["--results_dir", str(tmp_path)])
+    text = studies_main(["report", "sweep", "--results_dir", str(tmp_path)])
     assert text == (tmp_path / "study.md").read_text() and "| alpha=1 | 1 | 148.4 |" in text
     assert json.loads((tmp_path / "study.json").read_text())["arms"]["alpha=1"]["seeds"] == 1
     assert f"written to {tmp_path / 'study.md'} and study.json" in capsys.readouterr().out
@@ -159,5 +164,5 @@ def test_report_on_hand_made_results(tmp_path):
 
 
 def test_a_single_run_is_never_labelled_an_interval():
-    assert study_report.band_label("teacher", mean_ci([5.0])) == "teacher (one run)"
-    assert study_report.band_label("subset", mean_ci([5.0, 5.2, 5.1])) == "subset (95% CI over 3 seeds)"
+    assert band_label("teacher", mean_ci([5.0])) == "teacher (one run)"
+    assert band_label("subset", mean_ci([5.0, 5.2, 5.1])) == "subset (95% CI over 3 seeds)"

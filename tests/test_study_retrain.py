@@ -1,4 +1,4 @@
-"""study_retrain.py end to end at toy scale: every piece writes its file, the report has every arm, a run cut
+"""The retrain study (python -m studies retrain) end to end at toy scale: every piece writes its file, the report has every arm, a run cut
 anywhere and resumed gives the same tables and JSON as an uninterrupted one, and nothing that
 makes a choice reads the test split."""
 
@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distill
-import study_retrain
-import train
 from data.loader import SplitTokens
 from gpt2.checkpoint import load_model
+from gpt2 import trainer
 from gpt2.metrics.perplexity import evaluate_perplexity
+from studies import retrain as study_retrain
+from studies import retrain_report
+from studies.plots import gain_plot
 from test_study import toy_data as study_toy_data
 
 
@@ -37,7 +38,7 @@ def run_study(cfg: study_retrain.RetrainConfig) -> str:
     Path(cfg.results_dir).mkdir(parents=True, exist_ok=True)
     study_retrain.write_json(Path(cfg.results_dir) / "config.json", study_retrain.config_to_dict(cfg))
     study_retrain.RetrainStudy(cfg).run()
-    return study_retrain.study_retrain_report.report(Path(cfg.results_dir))
+    return retrain_report.report(Path(cfg.results_dir))
 
 
 def results_of(cfg: study_retrain.RetrainConfig) -> dict[str, str]:
@@ -81,12 +82,12 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
         real_train(*args, **kwargs)
         raise Cut
 
-    monkeypatch.setattr(distill, "distill", killed)
+    monkeypatch.setattr(study_retrain, "distill", killed)
     with pytest.raises(Cut):
         run_study(whole)
     monkeypatch.undo()
-    real_train = train.train
-    monkeypatch.setattr(train, "train", killed_after)
+    real_train = trainer.train
+    monkeypatch.setattr(trainer, "train", killed_after)
     with pytest.raises(Cut):
         run_study(whole)
     monkeypatch.undo()
@@ -115,7 +116,7 @@ def test_study_retrain_runs_and_resumes_to_identical_results(tmp_path, encoding,
 def check_complete(whole: study_retrain.RetrainConfig, text: str, printed: str) -> None:
     """Every piece's result and every table row of a finished toy study, the progress lines it printed, and
     one evaluation's per-token NLL against its perplexity."""
-    assert "[study-retrain" in printed and "arm alpha=-1,min_p=0.1-s1 (" in printed and " min left)" in printed
+    assert "[retrain" in printed and "arm alpha=-1,min_p=0.1-s1 (" in printed and " min left)" in printed
     results = Path(whole.results_dir)
     for name in ("base", "teacher", "student-cut"):
         assert (results / f"{name}.json").exists()
@@ -258,7 +259,7 @@ def test_contrast_pairs_of_the_default_study():
     """Neighbouring alphas at each min_p, each alpha's two plausible sets, the challenge sets against the middle,
     the ceiling against real text, real text against no new data."""
     names = study_retrain.arm_names(study_retrain.RetrainConfig())
-    pairs = [(a, b) for a, b, _ in study_retrain.study_retrain_report.contrast_pairs(names)]
+    pairs = [(a, b) for a, b, _ in retrain_report.contrast_pairs(names)]
     assert pairs == [("alpha=0,min_p=0.1", "alpha=1,min_p=0.1"), ("alpha=-1,min_p=0.1", "alpha=0,min_p=0.1"),
                      ("alpha=0,min_p=0.002", "alpha=1,min_p=0.002"), ("alpha=-1,min_p=0.002", "alpha=0,min_p=0.002"),
                      ("alpha=1,min_p=0.002", "alpha=1,min_p=0.1"), ("alpha=0,min_p=0.002", "alpha=0,min_p=0.1"),
@@ -270,6 +271,6 @@ def test_the_gain_plot_has_a_row_per_arm_with_a_share(tmp_path):
     pytest.importorskip("matplotlib")
     arms = {"real": {"gain_kept": {"mean": 0.5, "half_width": 0.1}}, "part-a": {"gain_kept": {"mean": 0.2,
             "half_width": None}}, "no-teacher": {}}
-    path = study_retrain.study_retrain_report.gain_plot(arms, tmp_path)
+    path = gain_plot(arms, tmp_path)
     assert path == tmp_path / "gain_kept.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert study_retrain.study_retrain_report.gain_plot({"no-teacher": {}}, tmp_path / "none") is None
+    assert gain_plot({"no-teacher": {}}, tmp_path / "none") is None

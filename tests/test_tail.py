@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gpt2.metrics import ngram, tail
+from gpt2.metrics import tail
+from studies import ngram, sets
 from gpt2.metrics.tail import HEAD, MID, TAIL, UNSEEN
 from gpt2.tokenizer import EOT_ID
 
@@ -115,7 +116,7 @@ def test_set_statistics_match_the_reference():
     train_counts = np.bincount(train, minlength=60)  # types 40..59 are never seen in train
     buckets = tail.frequency_buckets(train_counts)
     sequences = [rng.integers(0, 60, n).tolist() for n in (30, 1, 0, 55, 12)]
-    got = tail.set_statistics([np.array(s) for s in sequences], train_counts, buckets)
+    got = sets.set_statistics([np.array(s) for s in sequences], train_counts, buckets)
     want = reference_set_statistics(sequences, train, buckets.tolist())
     assert got["n_sequences"] == 5 and got["share_of_train_types"] == want["train_types_in_set"] / len(set(train))
     for key, value in want.items():
@@ -133,23 +134,23 @@ def test_set_statistics_of_a_stored_stream_and_edge_cases():
     buckets = tail.frequency_buckets(train_counts)
     sequences = [np.array([10, 11, 10]), np.array([12, 99])]
     stream = np.array([EOT_ID, 10, 11, 10, EOT_ID, 12, 99])  # as data.sequences.write_sequences stores them
-    assert tail.set_statistics(stream, train_counts, buckets) == tail.set_statistics(sequences, train_counts, buckets)
-    stats = tail.set_statistics(sequences, train_counts, buckets)
+    assert sets.set_statistics(stream, train_counts, buckets) == sets.set_statistics(sequences, train_counts, buckets)
+    stats = sets.set_statistics(sequences, train_counts, buckets)
     assert stats["n_tokens"] == 5 and stats["unseen"]["token_share"] == 0.2 and stats["head"]["token_share"] == 0.4
     assert stats["tail"] == {"types_in_set": 0, "share_of_bucket_types": None, "token_share": 0.0}  # an empty bucket
-    empty = tail.set_statistics([], train_counts, buckets)
+    empty = sets.set_statistics([], train_counts, buckets)
     assert empty["n_tokens"] == 0 and empty["entropy_bits"] is None and empty["head"]["token_share"] is None
     with pytest.raises(ValueError, match="token ids"):
-        tail.set_statistics([np.array([ngram.VOCAB_SIZE])], train_counts, buckets)
+        sets.set_statistics([np.array([ngram.VOCAB_SIZE])], train_counts, buckets)
 
 
 def test_split_at_eot():
-    pieces = tail.split_at_eot(np.array([EOT_ID, 1, 2, EOT_ID, EOT_ID, 3]))
+    pieces = sets.split_at_eot(np.array([EOT_ID, 1, 2, EOT_ID, EOT_ID, 3]))
     assert [p.tolist() for p in pieces] == [[1, 2], [], [3]]
-    assert [p.tolist() for p in tail.split_at_eot(np.array([4, 5]))] == [[4, 5]]  # no separator: one sequence
-    assert tail.split_at_eot(np.array([], dtype=np.int64)) == []
+    assert [p.tolist() for p in sets.split_at_eot(np.array([4, 5]))] == [[4, 5]]  # no separator: one sequence
+    assert sets.split_at_eot(np.array([], dtype=np.int64)) == []
 
 
 def test_entropy_bits():
-    assert tail.entropy_bits(np.array([1, 1, 0, 2])) == pytest.approx(1.5, rel=1e-12)
-    assert tail.entropy_bits(np.array([7])) == 0.0
+    assert sets.entropy_bits(np.array([1, 1, 0, 2])) == pytest.approx(1.5, rel=1e-12)
+    assert sets.entropy_bits(np.array([7])) == 0.0

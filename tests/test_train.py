@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import data.loader
-import train
-from data.loader import micro_batch_streams
+from data.loader import micro_batch_streams, training_data
+from gpt2 import trainer
 from gpt2 import training
 from gpt2.training import lm_loss
 from data.loader import TrainBatches
@@ -29,6 +29,11 @@ from gpt2.config import GPTConfig
 from gpt2.train_config import TrainConfig
 from gpt2.training import TrainingStopped
 
+
+def run_training(cfg: TrainConfig) -> dict:
+    """What train.py runs: the run fed the shards its config names."""
+    return trainer.train(cfg, training_data(cfg))
+
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 256  # the toy corpus uses ids < 200; a small vocabulary keeps every step cheap
 
@@ -37,7 +42,7 @@ VOCAB = 256  # the toy corpus uses ids < 200; a small vocabulary keeps every ste
 def tiny_and_quick(monkeypatch):
     """Scratch models get a 256-token vocabulary (the head and embedding dominate a tiny model's cost),
     and torch one thread: ops this small only lose time synchronising threads on a shared machine."""
-    monkeypatch.setattr(train, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
+    monkeypatch.setattr(trainer, "GPTConfig", functools.partial(GPTConfig, vocab_size=VOCAB))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -80,7 +85,7 @@ def deterministic(record: dict) -> dict:
 
 def test_tiny_model_overfits_tiny_data(tmp_path):
     cfg = tiny(tmp_path, max_steps=40, eval_interval=20, lr=1e-2, min_lr=1e-3)
-    summary = train.train(cfg)
+    summary = run_training(cfg)
     losses = [r["loss"] for r in records(cfg.out_dir, "train")]
     assert len(losses) == 40
     assert abs(losses[0] - np.log(VOCAB)) < 0.5  # a fresh model is close to uniform
@@ -89,7 +94,7 @@ def test_tiny_model_overfits_tiny_data(tmp_path):
     assert [r["step"] for r in val] == [0, 20, 40]
     assert val[-1]["val_loss"] < 0.5 * val[0]["val_loss"]
     assert summary["best_val_loss"] == min(r["val_loss"] for r in val[1:])
-    assert load_checkpoint(Path(cfg.out_dir) / "best.pt")["val_loss"] == summary["best_val_loss"]
+    assert load_checkpoint(Path(cfg.out_dir) / "best.pt").val_loss == summary["best_val_loss"]
     run = json.loads((Path(cfg.out_dir) / "run.json").read_text())
     assert run["config"]["lr"] == 1e-2 and run["derived"]["grad_accum_steps"] == 1
 
@@ -117,13 +122,13 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, monkeypatch):
     for micro in (2, 8):  # 4 micro-batches of 2 rows, then 1 of 8: total_batch_tokens = 8 x 16 both times
         cfg = tiny(tmp_path, micro_batch_size=micro, total_batch_tokens=128, max_steps=1, eval_interval=1,
                    weight_decay=0.1, out_dir=str(tmp_path / f"micro{micro}"))
-        train.train(cfg)
+        run_training(cfg)
         runs[micro] = load_checkpoint(Path(cfg.out_dir) / "latest.pt")
-    assert runs[2]["derived"]["grad_accum_steps"] == 4 and runs[8]["derived"]["grad_accum_steps"] == 1
-    before = train.build_model(tiny(tmp_path), torch.device("cpu")).state_dict()
-    for name, p in runs[8]["model"].items():
+    assert runs[2].derived["grad_accum_steps"] == 4 and runs[8].derived["grad_accum_steps"] == 1
+    before = trainer.build_model(tiny(tmp_path), torch.device("cpu")).state_dict()
+    for name, p in runs[8].model.items():
         assert not torch.equal(p, before[name]) or name.endswith("bias") or "ln" in name  # the step moved it
-        torch.testing.assert_close(runs[2]["model"][name], p, rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(runs[2].model[name], p, rtol=0, atol=1e-6, msg=name)
     loss2, loss8 = (records(tmp_path / f"micro{m}", "train")[0]["loss"] for m in (2, 8))
     assert abs(loss2 - loss8) < 1e-6
 
@@ -132,7 +137,7 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(tmp_path, monkeypatc
     """With dropout and accumulation: crash at step 8 (latest.pt is from step 6), resume, finish at 10."""
     settings = dict(max_steps=10, eval_interval=4, checkpoint_interval=3, dropout=0.1, micro_batch_size=2)
     whole = tiny(tmp_path, out_dir=str(tmp_path / "whole"), **settings)
-    train.train(whole)
+    run_training(whole)
 
     cut = tiny(tmp_path, out_dir=str(tmp_path / "cut"), **settings)
     real_next, calls = TrainBatches.next, [0]
@@ -145,36 +150,36 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(tmp_path, monkeypatc
 
     monkeypatch.setattr(TrainBatches, "next", crashes_in_step_8)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train.train(cut)
+        run_training(cut)
     monkeypatch.setattr(TrainBatches, "next", real_next)
-    assert load_checkpoint(Path(cut.out_dir) / "latest.pt")["step"] == 6
+    assert load_checkpoint(Path(cut.out_dir) / "latest.pt").step == 6
     assert records(cut.out_dir, "train")[-1]["step"] == 7
-    train.train(tiny(tmp_path, out_dir=str(tmp_path / "cut"), resume=True, **settings))
+    run_training(tiny(tmp_path, out_dir=str(tmp_path / "cut"), resume=True, **settings))
 
     for kind in ("train", "eval"):
         assert [deterministic(r) for r in records(cut.out_dir, kind)] == [deterministic(r) for r in records(whole.out_dir, kind)]
     assert len(records(cut.out_dir, "train")) == 10
-    a, b = (load_checkpoint(Path(d) / "latest.pt")["model"] for d in (whole.out_dir, cut.out_dir))
+    a, b = (load_checkpoint(Path(d) / "latest.pt").model for d in (whole.out_dir, cut.out_dir))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_names_the_mismatch_and_refuses_to_overwrite(tmp_path):
-    train.train(tiny(tmp_path, max_steps=2, eval_interval=2))
+    run_training(tiny(tmp_path, max_steps=2, eval_interval=2))
     with pytest.raises(TrainingStopped, match=r"seq_len=16 in the checkpoint, 8 now.*micro_batch_size=4 in the checkpoint, 2 now"):
-        train.train(tiny(tmp_path, max_steps=4, resume=True, seq_len=8, micro_batch_size=2, total_batch_tokens=16))
+        run_training(tiny(tmp_path, max_steps=4, resume=True, seq_len=8, micro_batch_size=2, total_batch_tokens=16))
     with pytest.raises(TrainingStopped, match="already holds a run.*--resume"):
-        train.train(tiny(tmp_path, max_steps=4))
-    summary = train.train(tiny(tmp_path, max_steps=4, eval_interval=2, resume=True))  # a longer schedule is fine
+        run_training(tiny(tmp_path, max_steps=4))
+    summary = run_training(tiny(tmp_path, max_steps=4, eval_interval=2, resume=True))  # a longer schedule is fine
     assert summary["steps"] == 4
 
 
 def test_nan_loss_stops_without_saving_after_it(tmp_path):
     cfg = tiny(tmp_path, lr=1e30, min_lr=0.0, warmup_steps=0, grad_clip=0.0, max_steps=20, eval_interval=1)
     with pytest.raises(TrainingStopped, match=r"loss is (nan|inf) at step (\d+).*last good checkpoint is .*latest\.pt") as e:
-        train.train(cfg)
+        run_training(cfg)
     failed_at = int(re.search(r"at step (\d+)", str(e.value))[1])
     assert failed_at > 1
-    assert load_checkpoint(Path(cfg.out_dir) / "latest.pt")["step"] == failed_at - 1
+    assert load_checkpoint(Path(cfg.out_dir) / "latest.pt").step == failed_at - 1
     assert all(np.isfinite(r["loss"]) for r in records(cfg.out_dir, "train"))
 
 
@@ -189,17 +194,17 @@ def test_sigint_finishes_the_step_and_saves(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "lm_loss", interrupted_at_step_3)
     # what the process had before the run: Python's default handler, or SIG_IGN under `nohup ... &`
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    summary = train.train(tiny(tmp_path, max_steps=10, eval_interval=100))
+    summary = run_training(tiny(tmp_path, max_steps=10, eval_interval=100))
     assert summary["steps"] == 3 and summary["stopped_early"]
-    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "run" / "latest.pt").step == 3
     assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
 
 
 def test_bf16_autocast_runs_on_cpu(tmp_path):
     fp32 = tiny(tmp_path, max_steps=3, out_dir=str(tmp_path / "fp32"))
     bf16 = tiny(tmp_path, max_steps=3, out_dir=str(tmp_path / "bf16"), dtype="bf16")
-    train.train(fp32)
-    train.train(bf16)
+    run_training(fp32)
+    run_training(bf16)
     assert json.loads((tmp_path / "bf16" / "run.json").read_text())["derived"]["dtype"] == "bfloat16"
     l32, l16 = ([r["loss"] for r in records(c.out_dir, "train")] for c in (fp32, bf16))
     assert all(np.isfinite(l16))
@@ -209,11 +214,11 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
 
 def test_user_mistakes_get_messages(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m data.prepare"):
-        train.train(tiny(tmp_path, data_dir=str(tmp_path / "missing")))
+        run_training(tiny(tmp_path, data_dir=str(tmp_path / "missing")))
     with pytest.raises(TrainingStopped, match="not a multiple of micro_batch_size x seq_len x world_size = 4 x 16 x 1 = 64"):
-        train.train(tiny(tmp_path, total_batch_tokens=100))
+        run_training(tiny(tmp_path, total_batch_tokens=100))
     with pytest.raises(Exception, match="neither a published GPT-2"):
-        train.train(tiny(tmp_path, init=str(tmp_path / "no-such-weights")))
+        run_training(tiny(tmp_path, init=str(tmp_path / "no-such-weights")))
 
 
 def test_help_lists_every_field_with_its_comment():
@@ -251,7 +256,7 @@ def test_compiled_step_is_the_same_graph_at_2_and_16_loss_chunks(tmp_path, monke
         monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend=counter))
         torch._dynamo.reset()
         cfg = tiny(tmp_path, seq_len=256, micro_batch_size=B, total_batch_tokens=B * 256, compile=True)
-        model = train.build_model(cfg, torch.device("cpu"))
+        model = trainer.build_model(cfg, torch.device("cpu"))
         batches = micro_batch_streams(cfg.data_dir, B, 256, seed=0, rank=0, accum=1, world=1)
         parts = training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, 0)
         training.train_step(parts, 1, 1e-3)
@@ -295,11 +300,11 @@ def test_step_time_is_read_after_the_step_has_finished(tmp_path, monkeypatch):
             return fn(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(train, "train_step", recorded("step", train.train_step))
+    monkeypatch.setattr(trainer, "train_step", recorded("step", trainer.train_step))
     monkeypatch.setattr(torch.Tensor, "tolist", recorded("wait", torch.Tensor.tolist))
     monkeypatch.setattr(torch.Tensor, "item", recorded("wait", torch.Tensor.item))
-    monkeypatch.setattr(train.time, "perf_counter", recorded("clock", train.time.perf_counter))
-    train.train(tiny(tmp_path, max_steps=3, eval_interval=100))
+    monkeypatch.setattr(trainer.time, "perf_counter", recorded("clock", trainer.time.perf_counter))
+    run_training(tiny(tmp_path, max_steps=3, eval_interval=100))
     steps = [i for i, e in enumerate(events) if e == "step"]
     assert len(steps) == 3
     for i in steps:
@@ -317,7 +322,7 @@ def test_compiled_ddp_wraps_then_compiles(tmp_path):
     dist.init_process_group("gloo", rank=0, world_size=1, store=dist.FileStore(str(tmp_path / "store"), 1))
     try:
         cfg = tiny(tmp_path, compile=True)
-        model = train.build_model(cfg, torch.device("cpu"))
+        model = trainer.build_model(cfg, torch.device("cpu"))
         batches = micro_batch_streams(cfg.data_dir, 4, 16, seed=0, rank=0, accum=1, world=1)
         parts = training.build_step(cfg, model, batches, torch.device("cpu"), torch.float32, 0)
         assert isinstance(parts.model, torch._dynamo.eval_frame.OptimizedModule)

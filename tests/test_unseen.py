@@ -1,4 +1,4 @@
-"""gpt2/unseen.py: the unseen types' rows become the once-seen types' mean, and that is what helps held-out
+"""studies/unseen.py: the unseen types' rows become the once-seen types' mean, and that is what helps held-out
 text when a small model is trained from scratch on a text that misses types held-out text uses."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gpt2.config import GPTConfig
 from gpt2.model import GPT
-from gpt2.unseen import share_unseen_rows
+from studies.unseen import share_unseen_rows
 
 V = 1024
 

@@ -8,7 +8,7 @@ scores low. Measured over sequences of token ids (a synthetic set, or chunks of 
     top_token_share     within one sequence, the share of its most frequent token
 
 `text_stats` is the set's summary that distill.py and data.subset record in their manifests, and that
-`gpt2.metrics.tail.set_statistics` includes; distill.py's filter drops a continuation whose
+the studies' set statistics include (studies/sets.py); data/distill.py's filter drops a continuation whose
 repeated_fraction or top_token_share is too high.
 """
 

@@ -16,25 +16,29 @@ the head holds at least 50% of the mass, and each bucket is a range of counts ("
 most k times"). A type whose tokens end exactly at a cut is inside it; the next type is not.
 
 - `bucket_perplexity(targets, nll, buckets)`: a model's NLL per bucket of the targets it scored (a
-  neural LM's sliding-window evaluation, or `gpt2.metrics.ngram`'s `*_nll`).
-- `set_statistics(sequences, train_counts, buckets)`: what a (synthetic) training set contains:
-  diversity, entropy, which train types it covers, how its tokens fall into the buckets.
+  neural LM's sliding-window evaluation, or the study's n-gram baselines, `studies/ngram.py`).
+- `type_counts(tokens)`: how often each type occurs, the counts the buckets are cut from.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gpt2.metrics.diversity import text_stats
-from gpt2.tokenizer import EOT_ID
+from gpt2.tokenizer import VOCAB_SIZE
 
 BUCKETS = ("head", "mid", "tail", "unseen")  # bucket i is named BUCKETS[i] in the (V,) bucket arrays
 HEAD, MID, TAIL, UNSEEN = range(len(BUCKETS))
 
 
+def type_counts(tokens: np.ndarray, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
+    """(V,) int64: how often each token id occurs in `tokens`."""
+    tokens = checked_ids(tokens, vocab_size)
+    return np.bincount(tokens, minlength=vocab_size).astype(np.int64)
+
+
 def frequency_buckets(train_counts: np.ndarray, cuts: tuple[float, float] = (0.5, 0.9)) -> np.ndarray:
     """(V,) int8: the bucket (HEAD, MID, TAIL or UNSEEN) of every type, from its train count (see the
-    boundary rule above). `train_counts`: (V,) counts, e.g. `gpt2.metrics.ngram.type_counts(train)`."""
+    boundary rule above). `train_counts`: (V,) counts, e.g. `type_counts(train)`."""
     head_cut, mid_cut = cuts
     if not 0.0 < head_cut <= mid_cut <= 1.0:
         raise ValueError(f"cuts must satisfy 0 < head <= mid <= 1 (shares of the train tokens), got {cuts}")
@@ -59,7 +63,7 @@ def bucket_summary(train_counts: np.ndarray, buckets: np.ndarray) -> dict[str, d
         counts = train_counts[buckets == index]
         table[name] = {
             "n_types": len(counts),
-            "train_share": _share(counts.sum(), n_train),
+            "train_share": share_of(counts.sum(), n_train),
             "min_count": int(counts.min()) if len(counts) else None,
             "max_count": int(counts.max()) if len(counts) else None,
         }
@@ -85,63 +89,23 @@ def bucket_perplexity(targets: np.ndarray, nll: np.ndarray, buckets: np.ndarray)
         mean = total / count if count else None
         table[name] = {
             "n_targets": count,
-            "share_targets": _share(count, len(targets)),
+            "share_targets": share_of(count, len(targets)),
             "mean_nll": mean,
             "ppl": None if mean is None else float(np.exp(mean)),
-            "share_nll": _share(total, nll.sum()),
+            "share_nll": share_of(total, nll.sum()),
         }
     return table
 
 
-def set_statistics(sequences: list[np.ndarray] | np.ndarray, train_counts: np.ndarray, buckets: np.ndarray) -> dict:
-    """What a training set holds, measured against the real train split.
-
-    sequences: the set's sequences, or its flat token stream as `data.sequences` writes it (split at
-    <|endoftext|> by `split_at_eot`; the separators are not counted).
-    Returns distinct-1/2/3 and the repeated 4-gram fraction (`gpt2.metrics.diversity.text_stats`), the unigram
-    entropy of the set in bits, how many of the train split's types it contains, and per bucket:
-    types_in_set (the bucket's types that occur in the set), share_of_bucket_types (of the bucket's
-    types), token_share (the share of the set's tokens that are of the bucket's types)."""
-    if isinstance(sequences, np.ndarray) and sequences.ndim == 1:
-        sequences = split_at_eot(sequences)
-    sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
-    tokens = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
-    if len(tokens) and (tokens.min() < 0 or tokens.max() >= len(train_counts)):
-        raise ValueError(f"token ids must lie in [0, {len(train_counts)}), got ids from {tokens.min()} to {tokens.max()}")
-    set_counts = np.bincount(tokens, minlength=len(train_counts))
-    in_set, in_train = set_counts > 0, np.asarray(train_counts) > 0
-    stats = {"n_sequences": len(sequences), "n_tokens": len(tokens), "n_types": int(in_set.sum()),
-             **text_stats(sequences), "entropy_bits": entropy_bits(set_counts)}
-    stats["train_types_in_set"] = int((in_set & in_train).sum())
-    stats["share_of_train_types"] = _share(stats["train_types_in_set"], in_train.sum())
-    for index, name in enumerate(BUCKETS):
-        of_bucket = buckets == index
-        stats[name] = {
-            "types_in_set": int((in_set & of_bucket).sum()),
-            "share_of_bucket_types": _share((in_set & of_bucket).sum(), of_bucket.sum()),
-            "token_share": _share(set_counts[of_bucket].sum(), len(tokens)),
-        }
-    return stats
-
-
-def entropy_bits(counts: np.ndarray) -> float | None:
-    """Entropy of the distribution counts / counts.sum(), in bits (None when there are no counts)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    counts = counts[counts > 0]  # 0 log 0 = 0
-    if not len(counts):
-        return None
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def split_at_eot(tokens: np.ndarray) -> list[np.ndarray]:
-    """A stored set's stream `EOT s0 EOT s1 ...` -> [s0, s1, ...], the separators dropped. A stream without
-    EOT (the real train split) is one sequence; a sequence that itself held an EOT comes back as two."""
-    tokens = np.asarray(tokens)
-    pieces = np.split(tokens, np.flatnonzero(tokens == EOT_ID))  # every piece but the first starts with EOT
-    first = [pieces[0]] if len(pieces[0]) else []  # text before the first EOT (all of it when there is none)
-    return first + [p[1:] for p in pieces[1:]]
-
-
-def _share(part, whole) -> float | None:
+def share_of(part, whole) -> float | None:
     return float(part / whole) if whole else None
+
+
+def checked_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """int64 token ids (uint16 shards would overflow in u * V + w), checked to lie in [0, V)."""
+    tokens = np.asarray(tokens).astype(np.int64, copy=False)
+    if tokens.ndim != 1:
+        raise ValueError(f"expected a 1-D array of token ids, got shape {tokens.shape}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids from {tokens.min()} to {tokens.max()}")
+    return tokens

@@ -1,17 +1,17 @@
 """The study: does a set drawn from the teacher's lower-probability plausible tokens retrain a model as well
 as ordinary samples, hotter samples or real text of the same size? A dose-response sweep over alpha.
 
-    python study.py                       # everything, resumable: finished steps are skipped
+    python -m studies sweep                       # everything, resumable: finished steps are skipped
     make study                            # the same after `make data-offline` (offline splits, 2 CPU cores)
 
 Design (every choice is a StudyConfig field):
-0. The protocol (study_eval.py): the test split is cut in two. The dev-test slice (its first `dev_test_tokens`)
+0. The protocol (studies/evaluations.py): the test split is cut in two. The dev-test slice (its first `dev_test_tokens`)
    is where choices are made (which alpha feeds a student; recipes); the held-out slice (the rest, or
    `heldout_tokens` of it) gives every headline figure and is read by no choosing code. Every evaluation
    below runs on both slices and is stored side by side: results_dir/dev/<name>.json, results_dir/heldout/<name>.json.
 1. Baselines: add-one unigram and interpolated bigram of the train split (lambda tuned on val).
 2. The teacher: a small GPT trained from scratch on the train split (train.py). The types the split never
-   holds then get the mean embedding row of its once-seen types (gpt2/unseen.py, Good-Turing's estimate);
+   holds then get the mean embedding row of its once-seen types (studies/unseen.py, Good-Turing's estimate);
    the teacher is evaluated like every arm, before ("teacher-as-trained") and after.
 3. For each seed and each alpha: a synthetic set of `set_tokens` tokens (distill.py: prompts from the real
    train split, continuations drawn with weight p^alpha inside the plausible set {p >= min_p p_max};
@@ -25,11 +25,11 @@ Design (every choice is a StudyConfig field):
    byte, word perplexity, perplexity by the target's frequency in the train split, BLEU and ROUGE of greedy
    continuations. References: the teacher, the arms' architecture before any training ("base"), and the
    ceiling: the same model trained on the whole train split for the same steps ("full-train").
-5. Knowledge distillation (`--kd`, off by default since the second edition: its KD students are
-   study_retrain.py's): a student cut from the teacher's layers (DistilGPT2's evenly spaced choice, and every
+5. Knowledge distillation (`--kd`, off by default: the KD students with soft labels are the
+   retrain study's): a student cut from the teacher's layers (DistilGPT2's evenly spaced choice, and every
    other layer as an ablation) trained with the KD loss on the real subset and on the best synthetic set (best
    on dev-test: `best_alpha`).
-6. The report (study_report.py): held-out figures with dev-test beside them, mean +- 95% CI over seeds
+6. The report (studies/sweep_report.py): held-out figures with dev-test beside them, mean +- 95% CI over seeds
    (Student's t), paired contrasts and a trend test over alpha, the frequency-bucket table, the set
    statistics, and (with matplotlib) the dose-response plot: held-out perplexity against alpha.
 
@@ -39,31 +39,32 @@ runs and sets in `work_dir`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-import distill
-import evaluate
-import study_report
-import train
-from study_eval import DEV, Evaluations, train_run, write_json
+from data.distill import DistillConfig, DistillError, distill
 from data.loader import SplitTokens
 from data.subset import SubsetConfig, make_subset
 from gpt2.checkpoint import load_checkpoint, load_model, model_from_state, save_checkpoint
 from gpt2.cli import config_to_dict, parse_config, require_positive
 from gpt2.config import GPTConfig
 from gpt2.device import resolve_device_and_dtype
+from gpt2.evaluation import EvalError
 from gpt2.kd import every_other, student_layers
-from gpt2.metrics import tail
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.model import GPT
-from gpt2.unseen import share_unseen_rows
+from gpt2.training import TrainingStopped
+from studies import sweep_report
+from studies.evaluations import DEV, Evaluations, train_run, write_json
+from studies.progress import Progress
+from studies.sets import set_statistics
+from studies.unseen import share_unseen_rows
 
 
 @dataclass
@@ -77,7 +78,7 @@ class StudyConfig:
     extra_seeds: list[int] = field(default_factory=lambda: [3, 4, 5])  # more seeds for the first alpha (ordinary
     # sampling) and the real subset only: their gap was unresolved at 3 seeds
     alphas: list[float] = field(default_factory=lambda: [1.0, 0.5, -1.0])  # the sweep: weights p^alpha (ordinary,
-    # hotter, inverted; the first edition's 0, -0.5 and -2 sat on the same monotone curve, -2 within 1% of -1)
+    # hotter, inverted; the earlier sweep's 0, -0.5 and -2 sat on the same monotone curve, -2 within 1% of -1)
     min_p: float = 0.002  # the plausible set of the sweep: p >= min_p * p_max (the small teacher's alpha=1
     # samples keep real text's distinct-2 only with a wide set; GPT-2's recipe uses 0.1)
     brackets: list[str] = field(default_factory=lambda: ["alpha=2", "alpha=1,min_p=0", "alpha=1,min_p=0.1",
@@ -86,7 +87,7 @@ class StudyConfig:
     full_train: bool = True  # the ceiling arm: the arms' model trained on the whole train split for the same steps
     dev_test_tokens: int = 60_000  # the test split's first tokens: the dev-test slice, where choices are made;
     # the held-out slice (every headline figure) starts here
-    heldout_tokens: int = 120_000  # the held-out slice's length, test tokens 60K-180K as in study_retrain.py (0: to
+    heldout_tokens: int = 120_000  # the held-out slice's length, test tokens 60K-180K as in the retrain study (0: to
     # the end of the test split, 226K tokens: about 10 more minutes on 2 CPU cores)
     set_tokens: int = 50_000  # the token budget of every arm's training set
     prompt_tokens: int = 32  # real tokens that start each synthetic sequence
@@ -100,21 +101,21 @@ class StudyConfig:
     teacher_lr: float = 3e-3  # peak learning rate of the teacher (cosine decay to 1/20 of it)
     teacher_dropout: float = 0.1  # dropout while the teacher trains
     share_unseen: bool = True  # teacher_init scratch: types absent from the train split get the mean row of its
-    # once-seen types after training (gpt2/unseen.py); the study evaluates the teacher both ways
+    # once-seen types after training (studies/unseen.py); the study evaluates the teacher both ways
     # the arms: the same model trained on every set, from scratch (the sizes below) or from a model (e.g. gpt2)
     arm_init: str = "scratch"  # "scratch", or any train.py --init source
     arm_layers: int = 2  # arm_init scratch: transformer blocks
     arm_heads: int = 4  # arm_init scratch: attention heads
     arm_width: int = 128  # arm_init scratch: model width
-    arm_epochs: float = 4.0  # passes over a set (the same steps for every arm: the sets have one size); the first
-    # edition's 6 cost 154 s of an arm's 271 s on 2 CPU cores, and 33 arms did not fit 150 min
+    arm_epochs: float = 4.0  # passes over a set (the same steps for every arm: the sets have one size); the earlier
+    # sweep's 6 cost 154 s of an arm's 271 s on 2 CPU cores, and 33 arms did not fit 150 min
     arm_lr: float = 3e-3  # peak learning rate of every arm (the KD students take a third of it)
     arm_dropout: float = 0.1  # dropout while an arm trains
     seq_len: int = 256  # training rows and evaluation windows
     batch_tokens: int = 4096  # tokens per optimizer step
     micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step
-    kd: bool = False  # also train the first edition's KD students (step 5; about 35 min on 2 CPU cores); the
-    # second edition's students (soft labels, the seed's regime) are study_retrain.py's
+    kd: bool = False  # also train the sweep's KD students (step 5; about 35 min on 2 CPU cores); the
+    # students with soft labels, in the seed's regime, are the retrain study's
     kd_ablation: bool = True  # and the every-other-layer student on the best set (a third of step 5's time)
     gen_passages: int = 40  # continuation task: passages of the test tokens, for BLEU / ROUGE
     gen_prompt_tokens: int = 64  # continuation task: the prompt of each passage
@@ -178,36 +179,6 @@ def best_alpha(dev_results: Path, alphas: list[float], seeds: list[int]) -> floa
     return min(alphas, key=mean_loss)
 
 
-class Progress:
-    """Training runs done out of those planned, by kind (arm, student), and the time left at this invocation's
-    pace: a run's time is the wall time since the previous one ended (its set, training and evaluations); a run
-    an earlier invocation finished counts as done, but not timed."""
-
-    def __init__(self, planned: dict[str, int], say):
-        self.planned, self.say = planned, say
-        self.done = dict.fromkeys(planned, 0)
-        self.seconds: dict[str, list[float]] = {kind: [] for kind in planned}
-        self.mark = time.perf_counter()
-
-    def start(self) -> None:
-        self.mark = time.perf_counter()
-
-    def finished(self, kind: str, name: str, fresh: bool) -> None:
-        now = time.perf_counter()
-        self.done[kind] += 1
-        if fresh:
-            self.seconds[kind].append(now - self.mark)
-        self.mark = now
-        left = []
-        for k, n in self.planned.items():
-            rest, times = n - self.done[k], self.seconds[k]
-            if rest > 0:
-                pace = f"about {rest * sum(times) / len(times) / 60:.0f} min" if times else "not timed yet"
-                left.append(f"{rest} {k}s, {pace}")
-        self.say(f"{name} done: {sum(self.done.values())} of {sum(self.planned.values())} runs"
-                 + (f"; left: {'; '.join(left)}" if left else ""))
-
-
 class Study:
     """The steps, each writing its result under work_dir / results_dir and skipped when it is there."""
 
@@ -217,19 +188,24 @@ class Study:
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
         # Every step on the device the runs train on (a GPU teacher: the GPU), in the precision they train in.
         self.device, self.amp_dtype = resolve_device_and_dtype(cfg.device)
+        per_seed = len(cfg.samplings()) + 1 + int(cfg.full_train)  # the synthetic sets, the subset, full-train
+        runs = len(cfg.seeds) * per_seed + 2 * len(cfg.extra_seeds)  # the arms
+        runs += len(cfg.seeds) * (2 + int(cfg.kd_ablation)) if cfg.kd else 0  # the students
+        self.progress = Progress("sweep", total=runs)  # one unit per training run
         self.evals = Evaluations(cfg, self.results, self.train_tokens, self.say, self.device, self.amp_dtype)
         self.train_counts, self.buckets = self.evals.train_counts, self.evals.buckets  # counted once, there
-        self.t0 = time.perf_counter()
-        per_seed = len(cfg.samplings()) + 1 + int(cfg.full_train)  # the synthetic sets, the subset, full-train
-        self.progress = Progress({"arm": len(cfg.seeds) * per_seed + 2 * len(cfg.extra_seeds),
-                                  "student": len(cfg.seeds) * (2 + int(cfg.kd_ablation)) if cfg.kd else 0}, self.say)
 
     def say(self, text: str) -> None:
-        print(f"[study {time.perf_counter() - self.t0:7.0f} s] {text}", flush=True)
+        self.progress.say(text)
+
+    def finished(self, name: str, fresh: bool) -> None:
+        """A training run (an arm or a student) is done: say so, with the work left."""
+        self.progress.finished(name, 1.0, fresh)
+        self.say(f"{name} done ({self.progress.status()})")
 
     # ---- training
     def train_run(self, name: str, **overrides) -> Path:
-        """study_eval.train_run into work_dir/runs/<name>: its best.pt (a finished run is skipped, a cut one resumed)."""
+        """evaluations.train_run into work_dir/runs/<name>: its best.pt (a finished run is skipped, a cut one resumed)."""
         run_dir = self.work / "runs" / name
         if not (run_dir / "summary.json").exists():
             self.say(f"training {name}")
@@ -256,7 +232,7 @@ class Study:
             state = load_checkpoint(best)
             model = model_from_state(state)
             n = share_unseen_rows(model, self.train_counts)
-            save_checkpoint(path, {**state, "model": model.state_dict(), "unseen_rows_shared": n})
+            save_checkpoint(path, dataclasses.replace(state, model=model.state_dict(), unseen_rows_shared=n))
             self.say(f"teacher: the {n:,} types absent from the train split share the mean row of its once-seen types")
         return path
 
@@ -297,7 +273,7 @@ class Study:
             return out
         alpha, min_p = cfg.samplings()[name]
         self.say(f"distilling {out.name}")
-        distill.distill(distill.DistillConfig(
+        distill(DistillConfig(
             teacher=str(self.teacher), data_dir=cfg.data_dir, out_dir=str(out), alpha=alpha, min_p=min_p,
             n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed,
             device=cfg.device, preview=5))
@@ -306,7 +282,7 @@ class Study:
     def set_statistics(self, name: str, seed: int) -> None:
         """distinct-n, entropy, coverage of the train split's types by bucket, and the teacher's mean NLL of the
         set's first 20,000 tokens (all of them: prompts, continuations and separators, for every kind of set);
-        then the set's own unigram and bigram on both test slices (study_eval.Evaluations.set_ngrams)."""
+        then the set's own unigram and bigram on both test slices (evaluations.Evaluations.set_ngrams)."""
         path = self.results / "sets" / f"{name}-s{seed}.json"
         if path.exists() and not self.evals.todo(f"set-ngrams/{name}-s{seed}.json"):
             return
@@ -315,7 +291,7 @@ class Study:
         if path.exists():
             return
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
-        stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
+        stats = set_statistics(tokens, self.train_counts, self.buckets)
         model = load_model(str(self.teacher), device=self.device)
         nll = evaluate_perplexity(model, tokens[:20_000], seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
                                   progress=False, device=self.device, autocast_dtype=self.amp_dtype)
@@ -340,7 +316,7 @@ class Study:
                                  max_steps=self.arm_steps(), lr=cfg.arm_lr, min_lr=cfg.arm_lr / 20,
                                  dropout=cfg.arm_dropout, data_dir=str(self.set_data(name, seed)), seed=seed)
             self.evals.model(f"{name}-s{seed}", run)
-        self.progress.finished("arm", f"{name}-s{seed}", fresh)
+        self.finished(f"{name}-s{seed}", fresh)
 
     def seed_arms(self, seed: int, *, extra: bool) -> None:
         """One seed's sets and arms: every synthetic set (an extra seed: the first alpha's only), the real subset
@@ -364,7 +340,7 @@ class Study:
                                  lr=cfg.arm_lr / 3, min_lr=cfg.arm_lr / 60, dropout=cfg.arm_dropout,
                                  data_dir=str(self.set_data(data, seed)), seed=seed)
             self.evals.model(name, run)
-        self.progress.finished("student", name, fresh)
+        self.finished(name, fresh)
 
     def students(self) -> None:
         cfg = self.cfg
@@ -394,17 +370,14 @@ class Study:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(StudyConfig, argv)
+    """`python -m studies sweep`: the sweep as configured, then its report."""
+    cfg = parse_config(StudyConfig, argv, description="python -m studies sweep: " + StudyConfig.__doc__)
     print(config_to_dict(cfg))
     results = Path(cfg.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     (results / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     try:
         Study(cfg).run()
-    except (train.TrainingStopped, distill.DistillError, evaluate.EvalError, FileNotFoundError, ValueError) as e:
+    except (TrainingStopped, DistillError, EvalError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    study_report.report(results)  # the tables and the plot, from what the steps wrote
-
-
-if __name__ == "__main__":
-    main()
+    sweep_report.report(results)  # the tables and the plot, from what the steps wrote

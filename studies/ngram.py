@@ -27,15 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpt2.metrics.tail import checked_ids, type_counts
 from gpt2.tokenizer import VOCAB_SIZE
 
 LAMBDA_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)  # tune_lambda's candidates: 0.01, 0.02, ..., 0.99
-
-
-def type_counts(tokens: np.ndarray, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
-    """(V,) int64: how often each token id occurs in `tokens`."""
-    tokens = _ids(tokens, vocab_size)
-    return np.bincount(tokens, minlength=vocab_size).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -58,7 +53,7 @@ class NgramCounts:
 
 def count_ngrams(train: np.ndarray, vocab_size: int = VOCAB_SIZE) -> NgramCounts:
     """Unigram, context and pair counts of a training token array (at least 2 tokens)."""
-    train = _ids(train, vocab_size)
+    train = checked_ids(train, vocab_size)
     if len(train) < 2:
         raise ValueError(f"a bigram model needs at least 2 training tokens, got {len(train)}")
     codes, counts = np.unique(train[:-1] * vocab_size + train[1:], return_counts=True)
@@ -72,7 +67,7 @@ def count_ngrams(train: np.ndarray, vocab_size: int = VOCAB_SIZE) -> NgramCounts
 
 def unigram_nll(counts: NgramCounts, tokens: np.ndarray) -> np.ndarray:
     """(n - 1,) float64: -ln p(t[i]) for i = 1..n-1 under the add-one unigram."""
-    targets = _ids(tokens, counts.vocab_size)[1:]
+    targets = checked_ids(tokens, counts.vocab_size)[1:]
     return -np.log(_unigram_prob(counts, targets))
 
 
@@ -81,7 +76,7 @@ def bigram_nll(counts: NgramCounts, tokens: np.ndarray, lam: float) -> np.ndarra
     if not 0.0 <= lam < 1.0:
         raise ValueError(f"lam must lie in [0, 1), got {lam}: lam = 1 gives the bigrams never seen in "
                          "training probability 0 (infinite NLL); pick it with tune_lambda")
-    p_pair, p_uni, seen = _bigram_parts(counts, _ids(tokens, counts.vocab_size))
+    p_pair, p_uni, seen = _bigram_parts(counts, checked_ids(tokens, counts.vocab_size))
     return -np.log(np.where(seen, lam * p_pair + (1.0 - lam) * p_uni, p_uni))
 
 
@@ -90,7 +85,7 @@ def tune_lambda(counts: NgramCounts, heldout: np.ndarray, grid: np.ndarray = LAM
 
     That NLL is convex in lam (each term is -ln of a line in lam), so a fine grid finds its minimum
     to within the grid step; the probabilities are computed once and only the mix is redone per lam."""
-    p_pair, p_uni, seen = _bigram_parts(counts, _ids(heldout, counts.vocab_size))
+    p_pair, p_uni, seen = _bigram_parts(counts, checked_ids(heldout, counts.vocab_size))
     p_pair, p_uni = p_pair[seen], p_uni[seen]  # targets without a seen context do not depend on lam
     if len(p_pair) == 0:
         raise ValueError("no held-out target follows a token seen in training: lam cannot be tuned on it")
@@ -121,13 +116,3 @@ def _bigram_parts(counts: NgramCounts, tokens: np.ndarray) -> tuple[np.ndarray, 
     context = counts.context[u]
     p_pair = pair / np.maximum(context, 1)  # pair > 0 implies context > 0, so this is c(u, w) / c(u)
     return p_pair, _unigram_prob(counts, w), context > 0
-
-
-def _ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """int64 token ids (uint16 shards would overflow in u * V + w), checked to lie in [0, V)."""
-    tokens = np.asarray(tokens).astype(np.int64, copy=False)
-    if tokens.ndim != 1:
-        raise ValueError(f"expected a 1-D array of token ids, got shape {tokens.shape}")
-    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids from {tokens.min()} to {tokens.max()}")
-    return tokens

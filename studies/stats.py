@@ -174,3 +174,14 @@ def trend_test(xs: list[float], ys: list[float], seeds: list) -> dict:
     slope = sum(u * v for u, v in zip(dx, dy)) / sxx
     rss = sum((v - slope * u) ** 2 for u, v in zip(dx, dy))
     return {"slope": slope, **_t_summary(slope, math.sqrt(rss / df / sxx), df), "n": n, "n_seeds": len(groups)}
+
+
+def perplexity_ci(loss: dict | None, grouping: str = "") -> str:
+    """exp of a mean NLL ({"mean", "half_width"}) with its 95% interval's ends exponentiated too (perplexity is
+    not symmetric): '1578.4 [1462.1, 1703.9]', or the mean alone without an interval; grouping="," prints
+    '1,578.4'; None -> '—'."""
+    if loss is None:
+        return "—"
+    m, h = loss["mean"], loss["half_width"]
+    ppl = lambda x: f"{math.exp(x):{grouping}.1f}"  # noqa: E731
+    return ppl(m) if h is None else f"{ppl(m)} [{ppl(m - h)}, {ppl(m + h)}]"

@@ -1,9 +1,9 @@
-"""The tables of study_retrain.py, from the JSON files it wrote: study-retrain.md and study-retrain.json.
+"""The tables of the retrain study, from the JSON files it wrote: study-retrain.md and study-retrain.json.
 
-    python study_retrain_report.py --results_dir results/study-retrain
+    python -m studies report retrain --results_dir results/study-retrain
 
 Every figure is on the held-out slice of the test split. Per arm, over the seeds whose result exists:
-    held-out ppl    exp(mean log-perplexity) with its 95% t interval (gpt2.metrics.stats.mean_ci on the losses)
+    held-out ppl    exp(mean log-perplexity) with its 95% t interval (studies.stats.mean_ci on the losses)
     vs base         the change of perplexity against the base (one model, the same for every seed), in %
     gain kept       (base loss - arm loss) / (base loss - teacher loss): the share of what fine-tuning gave
     vs real         the ratio of perplexity to the arm on real text of the same size, paired by seed
@@ -25,9 +25,10 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import parse_config
-from gpt2.formatting import fixed, perplexity_ci
-from gpt2.metrics.stats import mean_ci, paired_contrast, trend_test
+from gpt2.formatting import fixed
 from gpt2.metrics.tail import BUCKETS
+from studies.plots import gain_plot
+from studies.stats import mean_ci, paired_contrast, perplexity_ci, trend_test
 
 REFERENCES = ("unigram", "bigram", "base", "teacher", "student-cut")
 WHAT = {"unigram": "add-one unigram of the train split", "bigram": "interpolated bigram of the train split",
@@ -235,38 +236,6 @@ def report(results: Path) -> str:
     return text
 
 
-def gain_plot(arms: dict[str, dict], results: Path) -> Path | None:
-    """The share of fine-tuning's gain each arm kept (mean and 95% CI over seeds), one row per arm: 0 is the
-    base, 1 the teacher. Written only where matplotlib is installed (pip install -e .[plot])."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = [(name, row["gain_kept"]) for name, row in arms.items() if row.get("gain_kept")]
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
-    y = list(range(len(rows)))[::-1]
-    means = [k["mean"] for _, k in rows]
-    widths = [k["half_width"] or 0.0 for _, k in rows]
-    ax.errorbar(means, y, xerr=widths, fmt="o", capsize=3, color="tab:blue")
-    for x, label, color in ((0.0, "base", "tab:gray"), (1.0, "teacher", "tab:red")):
-        ax.axvline(x, color=color, linestyle="--", linewidth=1)
-        ax.text(x, len(rows) - 0.4, label, color=color, ha="center", fontsize=8)
-    ax.set_yticks(y, [name for name, _ in rows], fontsize=8)
-    ax.set(xlabel="share of the fine-tuning gain kept on held-out text (95% CI over seeds)",
-           title="The base continued on each set (and the KD students)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = results / "gain_kept.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. Fine-tuning gain kept: (base loss - "
                  "arm loss) / (base loss - teacher loss), 1 = all of what fine-tuning gave, 0 = none. vs real: each "
                  "arm against the base continued on real text of the same size, paired by seed; a KD student "
@@ -275,15 +244,15 @@ HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. F
 
 @dataclass
 class ReportConfig:
-    """Redraw study_retrain.py's tables from the JSON files it wrote."""
+    """Redraw the retrain study's tables from the JSON files it wrote."""
 
-    results_dir: str = "results/study-retrain"  # where study_retrain.py wrote plan.json and one JSON per piece
+    results_dir: str = "results/study-retrain"  # where the retrain study wrote plan.json and one JSON per piece
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(ReportConfig, argv)
     if not (Path(cfg.results_dir) / "plan.json").exists():
-        sys.exit(f"error: {cfg.results_dir}/plan.json is absent: run `python study_retrain.py` "
+        sys.exit(f"error: {cfg.results_dir}/plan.json is absent: run `python -m studies retrain` "
                  "(make study-retrain) first")
     print(report(Path(cfg.results_dir)))
 

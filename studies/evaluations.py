@@ -1,16 +1,16 @@
-"""Where the study measures: two slices of the test split, and every evaluation of study.py on both.
+"""Where the study measures: two slices of the test split, and every evaluation of the sweep on both.
 
     dev-test   test tokens [0, dev_test_tokens)                         every choice is made here (or on val)
     held-out   test tokens [dev_test_tokens, + heldout_tokens, or end)  every headline figure; no choice reads it
 
-Each evaluation is written once per slice, side by side, under study.py's results folder:
+Each evaluation is written once per slice, side by side, under the sweep's results folder:
 
     dev/<name>.json, heldout/<name>.json                 a model (evaluate.py's JSON, or a base model's perplexity)
     dev/ngram.json, heldout/ngram.json                   add-one unigram and interpolated bigram of the train split
     dev/set-ngrams/<set>.json, heldout/set-ngrams/...     the same two models fitted on one training set
 
-Models are scored in disjoint windows of seq_len tokens (stride = seq_len, as study_retrain.py does): half the
-cost of evaluate.py's default overlapping windows. The first edition's dev-test figures used stride seq_len / 2.
+Models are scored in disjoint windows of seq_len tokens (stride = seq_len, as the retrain study does): half the
+cost of evaluate.py's default overlapping windows. The earlier sweep's dev-test figures (results/study/first-edition) used stride seq_len / 2.
 
 A file is written whole (atomically) when its evaluation ends and skipped when it exists, so an interrupted
 study redoes only what it had not finished. The bigrams' lambda is tuned on the val split, never on test.
@@ -26,13 +26,14 @@ from typing import Callable
 
 import numpy as np
 
-import evaluate
-import train
-from data.loader import SplitTokens
+from data.loader import SplitTokens, training_data
+from gpt2 import evaluation, trainer
 from gpt2.atomic import atomic_open
-from gpt2.train_config import TrainConfig
-from gpt2.metrics import ngram, tail
+from gpt2.metrics import tail
 from gpt2.metrics.perplexity import evaluate_perplexity
+from gpt2.train_config import TrainConfig
+from gpt2.training import TrainingStopped
+from studies import ngram
 
 DEV, HELDOUT = "dev", "heldout"  # the slices' names: the folders their results go to
 
@@ -63,7 +64,8 @@ def write_json(path: Path, record: dict) -> None:
 
 
 def train_run(settings, run_dir: Path, **overrides) -> Path:
-    """train.py into run_dir, and the run's best.pt; skipped when its summary.json is there (the run finished).
+    """A training run into run_dir (train.py's: gpt2.trainer.train on the shards its config names), and its
+    best.pt; skipped when its summary.json is there (the run finished).
     `settings` is the study's config (seq_len, batch_tokens, micro_batch_size, device, data_dir); `overrides` are
     the run's own flags. A cut run resumes from its latest.pt (written at each val evaluation), or starts afresh
     when cut before its first; latest.pt (weights + AdamW moments: only for resuming) goes once the run ends."""
@@ -75,21 +77,22 @@ def train_run(settings, run_dir: Path, **overrides) -> Path:
                   micro_batch_size=settings.micro_batch_size or settings.batch_tokens // settings.seq_len,
                   device=settings.device, val_data_dir=settings.data_dir, out_dir=str(run_dir),
                   resume=(run_dir / "latest.pt").exists())
-    summary = train.train(TrainConfig(**{**common, **overrides}))
+    cfg = TrainConfig(**{**common, **overrides})
+    summary = trainer.train(cfg, training_data(cfg))
     if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
-        raise train.TrainingStopped(f"{run_dir.name} stopped at step {summary['steps']}; run the study again to resume it")
+        raise TrainingStopped(f"{run_dir.name} stopped at step {summary['steps']}; run the study again to resume it")
     write_json(run_dir / "summary.json", summary)
     (run_dir / "latest.pt").unlink(missing_ok=True)
     return run_dir / "best.pt"
 
 
 class Evaluations:
-    """Every evaluation of the study, on both slices; `settings` holds study.py's StudyConfig."""
+    """Every evaluation of the study, on both slices; `settings` holds the sweep's StudyConfig."""
 
     def __init__(self, settings, results: Path, train_tokens: np.ndarray, say: Callable[[str], None],
                  device, amp_dtype):
         self.cfg, self.results, self.say, self.device, self.amp_dtype = settings, results, say, device, amp_dtype
-        self.train_tokens, self.train_counts = train_tokens, ngram.type_counts(train_tokens)
+        self.train_tokens, self.train_counts = train_tokens, tail.type_counts(train_tokens)
         self.buckets = tail.frequency_buckets(self.train_counts)
         self.val_tokens = SplitTokens(settings.data_dir, "val")[:].astype(np.int64)
         n_test = len(SplitTokens(settings.data_dir, "test"))
@@ -104,18 +107,22 @@ class Evaluations:
         return [s for s in self.slices if not (self.results / s.name / relative).exists()]
 
     def model(self, name: str, source: Path) -> None:
-        """evaluate.py on each slice: perplexity, frequency buckets and continuations, all inside the slice."""
+        """evaluate.py's evaluation on each slice: perplexity, frequency buckets and continuations, all inside the
+        slice; its row in the slice's evaluations.md, then its JSON (gpt2.evaluation.save_results)."""
         cfg = self.cfg
         for piece in self.todo(f"{name}.json"):
             self.say(f"evaluating {name} on {piece.name} (test tokens {piece.first:,} + {piece.n_tokens:,})")
             folder = self.results / piece.name
             folder.mkdir(parents=True, exist_ok=True)
-            evaluate.evaluate(evaluate.EvalConfig(
+            settings = evaluation.EvalConfig(
                 model=str(source), name=name, data_dir=cfg.data_dir, split="test", first_token=piece.first,
                 max_eval_tokens=piece.n_tokens, seq_len=cfg.seq_len, stride=cfg.seq_len, gen_passages=cfg.gen_passages,
                 gen_prompt_tokens=cfg.gen_prompt_tokens, gen_new_tokens=cfg.gen_new_tokens,
                 gen_batch_size=cfg.gen_passages, device=cfg.device, out_json=str(folder / f"{name}.json"),
-                table=str(folder / "evaluations.md"), progress=False))
+                table=str(folder / "evaluations.md"), progress=False)
+            evaluation.table_rows(settings.table)  # a table we may not rewrite: say so before the work
+            results = evaluation.evaluate(settings, SplitTokens(cfg.data_dir, "test"), SplitTokens(cfg.data_dir, "train"))
+            evaluation.save_results(settings, results)
 
     def untrained(self, name: str, model) -> None:
         """Perplexity (and its frequency buckets) of a model built in memory: the arms' untrained base."""

@@ -1,8 +1,8 @@
-"""The study, second edition: the seed's own regime. Does a pretrained model, continued on a set the fine-tuned
+"""The retrain study: the seed's own regime. Does a pretrained model, continued on a set the fine-tuned
 teacher drew from its lower-probability plausible tokens, keep (or gain) what fine-tuning gave, better than
 the same model continued on real text of the same size? Measured on held-out test text that no choice looks at.
 
-    python study_retrain.py          # everything, resumable: every finished piece is a file, skipped next time
+    python -m studies retrain          # everything, resumable: every finished piece is a file, skipped next time
     make study-retrain               # the same on the offline splits (2 CPU cores)
 
 Design (every choice is a RetrainConfig field; issue #17, items 2-4):
@@ -25,7 +25,7 @@ Design (every choice is a RetrainConfig field; issue #17, items 2-4):
    here is measured on the held-out slice after it (`heldout_tokens`; gpt2.metrics.perplexity, per-token NLL
    kept in work_dir/nll so that frequency buckets can be computed), beside the train split's n-gram baselines.
    Nothing in this script makes a choice on test tokens: base and teacher keep their best val checkpoint.
-7. The report (study_retrain_report.py): mean +- 95% CI over seeds, the change against the base, paired
+7. The report (studies/retrain_report.py): mean +- 95% CI over seeds, the change against the base, paired
    contrasts against real text of the same size, the frequency-bucket table.
 
 Results land in `results_dir` (one JSON per piece; study-retrain.md/.json; timings.json, the only file that
@@ -40,128 +40,31 @@ import functools
 import json
 import math
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-import distill
-import study_retrain_report
-import train
-from study_eval import cut_test_split, train_run, write_json
+from data.distill import DistillConfig, DistillError, distill
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_data_dir
 from data.subset import SubsetConfig, SubsetError, make_subset, select_by_score
 from gpt2.atomic import atomic_open
 from gpt2.checkpoint import CheckpointError, load_model
-from gpt2.cli import config_to_dict, parse_config, require_positive
+from gpt2.cli import config_to_dict, parse_config
 from gpt2.device import resolve_device_and_dtype
 from gpt2.kd import make_student, student_layers
-from gpt2.metrics import ngram, tail
+from gpt2.metrics import tail
 from gpt2.metrics.perplexity import evaluate_perplexity
-
-
-@dataclass
-class RetrainConfig:
-    """The seed's regime at CPU scale; every piece skipped when its file exists."""
-
-    data_dir: str = "shards/wikitext2"  # the real data: train, val and test splits (make study-retrain: offline)
-    work_dir: str = "study-retrain"  # runs, sets, parts A/B and per-token NLL (large, not committed)
-    results_dir: str = "results/study-retrain"  # one JSON per piece, the report (small, committed)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seed: its prompts, draws, subsets, data order
-    base_init: str = "scratch"  # "scratch": the base is pretrained here on part A; else the base is this model
-                                # as it is (gpt2: make study-gpt2), part A its own pretraining text (not read),
-                                # part B the whole train split, and no part-A arm
-    part_a_share: float = 0.5  # scratch base: part A = this share of the train split, from its start; B = the rest
-    alphas: list[float] = field(default_factory=lambda: [1.0, 0.0, -1.0])  # synthetic sets: weights p^alpha
-    min_ps: list[float] = field(default_factory=lambda: [0.1, 0.002])  # every alpha at each plausible set
-                                                                       # {p >= min_p p_max}: 0.1 is the recipe's
-                                                                       # (make distill), 0.002 the first study's
-    set_tokens: int = 18_000  # tokens of every set (separators included); 3 x 71 chunks fit a half of part B
-    prompt_tokens: int = 32  # real part-B tokens that start each synthetic sequence
-    gen_tokens: int = 224  # tokens the teacher adds; prompt + gen is also the real sets' chunk length
-    challenge_share: float = 0.5  # each seed picks hardest / middle / easiest from this random share of the chunks
-    dev_test_tokens: int = 60_000  # the test split's first tokens: the dev-test, never reported here
-    heldout_tokens: int = 120_000  # the held-out slice: this many tokens after the dev-test (0: all the rest of
-                                   # the test split, 226K on Wikitext-2)
-    n_layer: int = 4  # scratch base (and so teacher and arms): transformer blocks
-    n_head: int = 6  # scratch base: attention heads
-    n_embd: int = 192  # scratch base: model width
-    base_steps: int = 160  # base: optimizer steps on part A (batch_tokens each); best.pt by val loss
-    base_lr: float = 3e-3  # base: peak learning rate (cosine to 1/20 of it)
-    teacher_steps: int = 80  # teacher: steps of fine-tuning the base on the whole train split; best.pt by val
-    teacher_lr: float = 1e-3  # teacher: peak learning rate
-    arm_steps: int = 20  # every arm (base continued, KD student): the same optimizer steps (4.6 passes over a set)
-    arm_lr: float = 1e-3  # every arm's peak learning rate (a continued model: the teacher's fine-tuning rate)
-    dropout: float = 0.1  # dropout in every training run
-    kd_alphas: list[float] = field(default_factory=lambda: [1.0, -1.0])  # KD students: the synthetic sets they
-                                                                         # train on (at kd_min_p), and the real subset
-    kd_min_p: float = 0.1  # KD students: the plausible set of their synthetic sets (the pipeline's)
-    kd_weights: list[float] = field(default_factory=lambda: [1.0, 0.5])  # KD loss weight w: w T^2 KL + (1-w) CE;
-                                                                         # 1 is soft targets only (a sampled token
-                                                                         # is then an input, not a target), 0.5
-                                                                         # the pipeline's mix
-    seq_len: int = 256  # training rows, evaluation windows (disjoint: stride = seq_len) and scored chunks
-    batch_tokens: int = 4096  # tokens per optimizer step
-    micro_batch_size: int | None = None  # rows per forward pass (lower it if memory runs out); None: the whole step
-    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda"
-
-    @property
-    def pretrains_base(self) -> bool:
-        return self.base_init == "scratch"
-
-    def __post_init__(self) -> None:
-        if not self.seeds or not self.alphas or not self.min_ps or not self.kd_weights:
-            raise ValueError("--seeds, --alphas, --min_ps and --kd_weights must each list at least one value")
-        require_positive(self, "set_tokens", "base_steps", "teacher_steps", "arm_steps", "seq_len", "batch_tokens",
-                         "micro_batch_size", "prompt_tokens", "gen_tokens")
-        if (self.pretrains_base and not 0 < self.part_a_share < 1) or not 0 < self.challenge_share <= 1:
-            raise ValueError("need 0 < --part_a_share < 1 and 0 < --challenge_share <= 1")
-        if any(a not in self.alphas for a in self.kd_alphas) or self.kd_min_p not in self.min_ps:
-            raise ValueError("--kd_alphas must be among --alphas and --kd_min_p among --min_ps (their sets are made)")
-        if self.prompt_tokens + self.gen_tokens > self.seq_len:
-            raise ValueError(f"--prompt_tokens + --gen_tokens = {self.prompt_tokens + self.gen_tokens} must fit the "
-                             f"models' context, --seq_len {self.seq_len}")
-        if self.dev_test_tokens < 0 or self.heldout_tokens < 0:
-            raise ValueError("--dev_test_tokens and --heldout_tokens must be >= 0 (0 heldout: to the end of the split)")
-
-
-def set_name(alpha: float, min_p: float) -> str:
-    return f"alpha={alpha:g},min_p={min_p:g}"  # study.py's spelling of a set at a named min_p
-
-
-REAL, CHALLENGE, PART_B, PART_A = "real", ("hardest", "middle", "easiest"), "part-b", "part-a"
-
-
-def arm_names(cfg: RetrainConfig) -> list[str]:
-    """The base continued: on each synthetic set, real text of the same size, the challenging chunks,
-    the whole of part B (the ceiling) and part A (no new data; only where the base was pretrained here)."""
-    brackets = [PART_B, PART_A] if cfg.pretrains_base else [PART_B]
-    return [set_name(a, m) for m in cfg.min_ps for a in cfg.alphas] + [REAL, *CHALLENGE, *brackets]
-
-
-def kd_names(cfg: RetrainConfig) -> list[tuple[str, str, float]]:
-    """(student name, set, kd weight) of every KD student."""
-    sets = [set_name(a, cfg.kd_min_p) for a in cfg.kd_alphas] + [REAL]
-    return [(f"kd{w:g}-{s}", s, w) for w in cfg.kd_weights for s in sets]
-
-
-WHAT = {REAL: "real text of part B, same size", "hardest": "part B's hardest chunks by the base",
-        "middle": "part B's middle chunks by the base", "easiest": "part B's easiest chunks by the base",
-        PART_B: "the whole of part B (ceiling)", PART_A: "part A again (no new data)"}
-
-
-def plan_record(cfg: RetrainConfig, heldout: tuple[int, int]) -> dict:
-    """What the report needs to know of the plan (plan.json): the seeds, the held-out slice of the test split, and
-    every arm in order with what it is and the arm it is contrasted with, paired by seed."""
-    arms = [{"name": n, "what": WHAT.get(n) or "teacher's continuations, p^{} in p ≥ {} p_max".format(
-        *n.removeprefix("alpha=").split(",min_p=")), "reference": REAL} for n in arm_names(cfg)]
-    arms += [{"name": k, "what": f"student cut from the teacher, KD weight {w:g}, on {s}",
-              "reference": f"kd{w:g}-{REAL}"} for k, s, w in kd_names(cfg)]
-    return {"seeds": cfg.seeds, "heldout": list(heldout), "arms": arms}
+from gpt2.training import TrainingStopped
+from studies import ngram, retrain_report
+from studies.evaluations import cut_test_split, train_run, write_json
+from studies.progress import Progress
+from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, RetrainConfig, arm_names, kd_names, plan_record,
+                                  same_settings, set_name)
+from studies.sets import set_statistics
 
 
 # What a piece costs, relative to scoring one token (a forward pass), for the time estimate only: a training
@@ -179,35 +82,6 @@ class Piece:
     make: Callable[[], object]  # makes it; reads what earlier pieces wrote
 
 
-class Progress:
-    """Prints each piece as it starts, with the share of the work done and an estimate of the time left
-    (the seconds per unit of the pieces this session ran); records each piece's seconds in timings.json."""
-
-    def __init__(self, pieces: list[Piece], timings: Path):
-        self.total, self.timings_path, self.t0 = sum(p.units for p in pieces), timings, time.perf_counter()
-        self.done = sum(p.units for p in pieces if p.output.exists())
-        self.ran_units = self.ran_seconds = 0.0
-        self.timings = json.loads(timings.read_text()) if timings.exists() else {}
-
-    def say(self, text: str) -> None:
-        print(f"[study-retrain {time.perf_counter() - self.t0:7.0f} s] {text}", flush=True)
-
-    def left(self) -> str:
-        if not self.ran_units:
-            return "time left: estimated once a piece with work in it has run"
-        return f"about {(self.total - self.done) * self.ran_seconds / self.ran_units / 60:.0f} min left"
-
-    def run(self, piece: Piece) -> None:
-        self.say(f"{piece.name} ({self.done / self.total:.0%} of the work done, {self.left()})")
-        t = time.perf_counter()
-        piece.make()
-        seconds = time.perf_counter() - t
-        self.done, self.ran_units, self.ran_seconds = self.done + piece.units, self.ran_units + piece.units, \
-            self.ran_seconds + seconds
-        self.timings[piece.name] = round(seconds, 1)
-        write_json(self.timings_path, self.timings)
-
-
 class RetrainStudy:
     """The pieces, in order; each writes its output file last, and is skipped when that file exists."""
 
@@ -215,7 +89,7 @@ class RetrainStudy:
         self.cfg, self.work, self.results = cfg, Path(cfg.work_dir), Path(cfg.results_dir)
         self.train_tokens = SplitTokens(cfg.data_dir, "train")[:].astype(np.int64)
         self.n_a = int(len(self.train_tokens) * cfg.part_a_share) if cfg.pretrains_base else 0  # part B: all
-        self.train_counts = ngram.type_counts(self.train_tokens)
+        self.train_counts = tail.type_counts(self.train_tokens)
         self.buckets = tail.frequency_buckets(self.train_counts)
         n_test = len(SplitTokens(cfg.data_dir, "test"))
         _, held = cut_test_split(n_test, cfg.dev_test_tokens, cfg.heldout_tokens)  # the study's own cut
@@ -267,7 +141,7 @@ class RetrainStudy:
 
     # ---- training and evaluation: what a piece needs in work_dir is made when it is absent
     def trained(self, name: str, **overrides) -> str:
-        """The best.pt of train.py's run work_dir/runs/<name> (study_eval.train_run: trained unless finished)."""
+        """The best.pt of train.py's run work_dir/runs/<name> (evaluations.train_run: trained unless finished)."""
         lr = overrides["lr"]
         warmup = max(1, min(10, overrides["max_steps"] // 5))
         return str(train_run(self.cfg, self.run_dir(name), **{"dropout": self.cfg.dropout, "warmup_steps": warmup,
@@ -330,15 +204,15 @@ class RetrainStudy:
 
     def synthetic_set(self, alpha: float, min_p: float, seed: int) -> None:
         cfg = self.cfg
-        distill.distill(distill.DistillConfig(
+        distill(DistillConfig(
             teacher=self.teacher_checkpoint(), data_dir=str(self.part(PART_B)),
             out_dir=str(self.set_dir(set_name(alpha, min_p), seed)), alpha=alpha, min_p=min_p, n_tokens=cfg.set_tokens,
             prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed, device=cfg.device, preview=5))
 
     def set_statistics(self, set_dir: Path) -> None:
-        """What a set holds (tail.set_statistics) and what the teacher thought of it: results/sets/<set>.json."""
+        """What a set holds (studies.sets.set_statistics) and what the teacher thought of it: results/sets/<set>.json."""
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
-        stats = tail.set_statistics(tokens, self.train_counts, self.buckets)
+        stats = set_statistics(tokens, self.train_counts, self.buckets)
         manifest = json.loads((set_dir / "manifest.json").read_text())
         write_json(self.results / "sets" / f"{set_dir.name}.json", {
             "set": set_dir.name, "kind": manifest.get("kind"), "sampling": manifest.get("sampling"), **stats,
@@ -384,7 +258,7 @@ class RetrainStudy:
             "kind": f"challenge-{which}", "seed": seed, "chunk_tokens": L, "pool_chunks": len(pool),
             "overlapping_windows": 3 * k > len(pool), "chunk_indices": chosen.tolist(),
             "base_score_mean": float(scores[chosen].mean()), "base_score_pool_mean": float(scores[pool].mean())},
-            shard_tokens=100_000_000, argv=[], prog=["python", "study_retrain.py"])
+            shard_tokens=100_000_000, argv=[], prog=["python", "-m", "studies", "retrain"])
 
     # ---- the arms
     def continue_base(self, name: str, data: str, seed: int) -> None:
@@ -423,7 +297,7 @@ class RetrainStudy:
     def seed_pieces(self, seed: int) -> list[Piece]:
         cfg, held = self.cfg, self.heldout_range[1] - self.heldout_range[0]
         rows = math.ceil(cfg.set_tokens / (cfg.prompt_tokens + cfg.gen_tokens + 1))  # sequences, in whole batches:
-        batch = distill.DistillConfig.batch_size
+        batch = DistillConfig.batch_size
         units = {name: COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens for name in self.samplings}
         plan = [Piece(f"set {name}-s{seed}", self.results / "sets" / f"{name}-s{seed}.json", units.get(name, 0.0),
                       lambda name=name: self.set_statistics(self.set_data(name, seed)))
@@ -441,37 +315,24 @@ class RetrainStudy:
     def run(self) -> None:
         write_json(self.results / "plan.json", plan_record(self.cfg, self.heldout_range))
         plan = self.pieces()
-        progress = Progress(plan, self.results / "timings.json")
+        progress = Progress("retrain", total=sum(p.units for p in plan), timings=self.results / "timings.json",
+                            done=sum(p.units for p in plan if p.output.exists()))
         for piece in plan:
             if not piece.output.exists():
-                progress.run(piece)
+                progress.run(piece.name, piece.units, piece.make)
         progress.say("done")
 
 
-def same_settings(results: Path, cfg: RetrainConfig) -> None:
-    """A resumed study must be the same study: refuse when results_dir holds one run with other settings (a
-    setting it does not name, added since, had its default value then)."""
-    path, now, default = results / "config.json", config_to_dict(cfg), config_to_dict(RetrainConfig())
-    before = {**default, **json.loads(path.read_text())} if path.exists() else now
-    diffs = [f"{k}={before.get(k)!r} there, {v!r} now" for k, v in now.items() if k != "device" and before.get(k) != v]
-    if diffs:
-        sys.exit(f"error: {path} holds a study with other settings ({'; '.join(diffs)}): resume it with its own "
-                 "settings, or give another --results_dir and --work_dir (or delete those folders)")
-
-
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(RetrainConfig, argv)
+    """`python -m studies retrain`: the retrain study as configured, then its report."""
+    cfg = parse_config(RetrainConfig, argv, description="python -m studies retrain: " + RetrainConfig.__doc__)
     print(config_to_dict(cfg))
     results = Path(cfg.results_dir)
     same_settings(results, cfg)
     write_json(results / "config.json", config_to_dict(cfg))
     try:
         RetrainStudy(cfg).run()
-    except (train.TrainingStopped, distill.DistillError, SubsetError, CheckpointError, FileNotFoundError,
+    except (TrainingStopped, DistillError, SubsetError, CheckpointError, FileNotFoundError,
             ValueError) as e:
         sys.exit(f"error: {e}")
-    study_retrain_report.report(results)  # the tables, from what the pieces wrote
-
-
-if __name__ == "__main__":
-    main()
+    retrain_report.report(results)  # the tables, from what the pieces wrote

@@ -1,17 +1,17 @@
-"""The study's report: every arm of study.py's sweep over seeds, on the held-out test slice, dev-test beside it.
+"""The study's report: every arm of the sweep's sweep over seeds, on the held-out test slice, dev-test beside it.
 
-    python study_report.py                # redraw it from results/study (study.py writes it when it ends)
+    python -m studies report sweep                # redraw it from results/study (the sweep writes it when it ends)
     make study-report                     # the same
 
-Reads what study.py wrote into its results folder, and nothing else:
-    heldout/<arm>-s<seed>.json   evaluate.py (or study.py's untrained "base"): one arm, one seed, held-out slice
-    dev/<arm>-s<seed>.json       the same on the dev-test slice (where study.py made its choices)
+Reads what the sweep wrote into its results folder, and nothing else:
+    heldout/<arm>-s<seed>.json   evaluate.py (or the sweep's untrained "base"): one arm, one seed, held-out slice
+    dev/<arm>-s<seed>.json       the same on the dev-test slice (where the sweep made its choices)
     heldout/teacher.json, ...    the models evaluated once: the teacher (before and after sharing the unseen
                                  rows) and a base model that is not trained from scratch
     heldout/ngram.json           the unigram and bigram of the train split (dev/ngram.json: on dev-test)
     heldout/set-ngrams/<set>.json  the unigram and bigram fitted on one training set
-    sets/<set>.json              each training set's statistics (gpt2.metrics.tail.set_statistics)
-    config.json                  study.py's settings: which alphas form the sweep (else every alpha=A arm)
+    sets/<set>.json              each training set's statistics (studies.sets.set_statistics)
+    config.json                  the sweep's settings: which alphas form the sweep (else every alpha=A arm)
 
 Writes, into the same folder: study.md (the headline table on held-out with dev-test beside it; paired
 contrasts between neighbouring alphas and a trend test over alpha; perplexity by frequency bucket with the
@@ -28,10 +28,11 @@ from pathlib import Path
 
 from gpt2.atomic import atomic_open
 from gpt2.cli import run_config
-from gpt2.formatting import fixed, perplexity_ci
+from gpt2.formatting import fixed
 from gpt2.metrics import tail
-from gpt2.metrics.stats import format_ci, mean_ci, paired_contrast, trend_test
 from gpt2.records import read_json
+from studies.plots import dose_response_plot
+from studies.stats import format_ci, mean_ci, paired_contrast, perplexity_ci, trend_test
 
 SINGLES = ("base", "teacher-as-trained", "teacher")  # models evaluated once, not once per seed
 GPT2_WORD_PPL = 29.4  # GPT-2 124M zero-shot on WikiText-2, word level (Radford et al. 2019, Table 3)
@@ -39,9 +40,9 @@ GPT2_WORD_PPL = 29.4  # GPT-2 124M zero-shot on WikiText-2, word level (Radford 
 
 @dataclass
 class StudyReportConfig:
-    """Tabulate (and plot) the study's arms from what study.py wrote."""
+    """Tabulate (and plot) the study's arms from what the sweep wrote."""
 
-    results_dir: str = "results/study"  # study.py's --results_dir: its evaluations; the report is written here too
+    results_dir: str = "results/study"  # the sweep's --results_dir: its evaluations; the report is written here too
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -213,6 +214,7 @@ def contrasts_table(contrasts: list[dict], trend: dict | None, trend_dev: dict |
         def per_unit(t):
             return f"x{math.exp(t['slope']):.3f} [{math.exp(t['low']):.3f}, {math.exp(t['high']):.3f}], p {p_value(t)}"
         text += (f"\nTrend over the sweep's alphas ({', '.join(f'{a:g}' for a in sweep)}), seed as a fixed effect "
+                 # the module trend_test lived in when the committed tables were drawn: they redraw byte for byte
                  f"(gpt2.metrics.stats.trend_test on log perplexity, {trend['n']} runs over {trend['n_seeds']} seeds, "
                  f"df {trend['df']}): held-out perplexity changes by {per_unit(trend)} per unit of alpha"
                  + (f"; on dev-test {per_unit(trend_dev)}" if trend_dev else "") + ".\n")
@@ -257,7 +259,7 @@ def continuation_table(arms: dict[str, dict]) -> str:
 def sets_table(sets: list[dict]) -> str:
     lines = ["| set | teacher NLL (nats) | distinct-1 | distinct-2 | distinct-3 | entropy (bits) | train types held | "
              "tail types held | unseen-in-train tokens |", "|---|" + "---:|" * 8]
-    for st in sets:  # the buckets are top-level keys of tail.set_statistics
+    for st in sets:  # the buckets are top-level keys of studies.sets.set_statistics
         lines.append(f"| {st['set']} | {fixed(st.get('teacher_nll'), 3)} | {fixed(st.get('distinct_1'), 3)} | "
                      f"{fixed(st.get('distinct_2'), 3)} | {fixed(st.get('distinct_3'), 3)} | {fixed(st.get('entropy_bits'), 2)} | "
                      f"{fixed(st.get('share_of_train_types'), 3)} | {fixed(st.get('tail', {}).get('share_of_bucket_types'), 3)} | "
@@ -288,50 +290,6 @@ def teacher_checks(arms: dict[str, dict], ngram: dict | None, sets: list[dict]) 
     return "\n".join(lines) + "\n" if lines else ""
 
 
-# ------------------------------------------------------------------------------------ plot
-
-def band_label(name: str, loss: dict) -> str:
-    """A reference's legend entry: an interval only where there are seeds to make one."""
-    return f"{name} (one run)" if loss["half_width"] is None else f"{name} (95% CI over {loss['n']} seeds)"
-
-
-def dose_response_plot(arms: dict[str, dict], results_dir: Path) -> Path | None:
-    """Held-out perplexity against alpha (mean and 95% CI over seeds); the real subset and the full-train arm as
-    bands over their seeds, the teacher (one run) as a line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    points = sorted((float(n.removeprefix("alpha=")), a["loss"]) for n, a in arms.items() if is_sweep_name(n) and a["loss"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if points:
-        x = [p[0] for p in points]
-        y = [math.exp(p[1]["mean"]) for p in points]
-        lo = [y_ - math.exp(p[1]["mean"] - (p[1]["half_width"] or 0)) for y_, p in zip(y, points)]
-        hi = [math.exp(p[1]["mean"] + (p[1]["half_width"] or 0)) - y_ for y_, p in zip(y, points)]
-        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=4, label="synthetic set, weights p^alpha (95% CI over seeds)")
-    for name, color in (("subset", "tab:green"), ("full-train", "tab:purple"), ("teacher", "tab:red")):
-        loss = arms.get(name, {}).get("loss")
-        if loss:
-            if loss["half_width"] is not None:
-                hw = loss["half_width"]
-                ax.axhspan(math.exp(loss["mean"] - hw), math.exp(loss["mean"] + hw), color=color, alpha=0.2)
-            ax.axhline(math.exp(loss["mean"]), color=color, label=band_label(name, loss))
-    ax.set(xlabel="alpha (1 ordinary sampling, 0 uniform over the plausible set, < 0 inverted)",
-           ylabel="held-out test perplexity", title="Retraining on sets drawn with weight p^alpha")
-    ax.invert_xaxis()  # from ordinary sampling on the left to the most inverted on the right
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = results_dir / "dose_response.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------------------------ the report
 
 def summarise_slice(folder: Path) -> dict:
@@ -351,7 +309,7 @@ def summarise_slice(folder: Path) -> dict:
 
 
 def sweep_alphas(results_dir: Path, names: list[str]) -> list[float]:
-    """The sweep's alphas: config.json's `alphas` when study.py wrote it, else every alpha=A arm."""
+    """The sweep's alphas: config.json's `alphas` when the sweep wrote it, else every alpha=A arm."""
     config = read_json(results_dir / "config.json") if (results_dir / "config.json").exists() else None
     if config and config.get("alphas"):
         return sorted(config["alphas"], reverse=True)
@@ -364,13 +322,13 @@ BLEU_NOTE = ("BLEU and ROUGE-L are kept out of the headline table: each scores a
 
 
 def report(results_dir: str | Path) -> str:
-    """results_dir/study.md and study.json (and dose_response.png with matplotlib) from what study.py wrote."""
+    """results_dir/study.md and study.json (and dose_response.png with matplotlib) from what the sweep wrote."""
     results_dir = Path(results_dir)
     held, dev = summarise_slice(results_dir / "heldout"), summarise_slice(results_dir / "dev")
     if not held["arms"]:
-        first_edition = " (the first edition, all on what is now dev-test, is in first-edition/ with its own study.md; " \
-                        "a new `make study` writes the second edition beside it)" if study_arms(results_dir / "first-edition") else ""
-        raise FileNotFoundError(f"no study results in {results_dir / 'heldout'}{first_edition}: run `python study.py` "
+        earlier = " (the earlier sweep, all on what is now dev-test, is in first-edition/ with its own study.md; " \
+                  "a new `make study` writes the current sweep beside it)" if study_arms(results_dir / "first-edition") else ""
+        raise FileNotFoundError(f"no study results in {results_dir / 'heldout'}{earlier}: run `python -m studies sweep` "
                                 "(`make study`) first")
     sets = [r for r in (read_json(p) for p in sorted((results_dir / "sets").glob("*.json"))) if r]
     sweep = sweep_alphas(results_dir, list(held["runs"]))
@@ -392,7 +350,9 @@ def report(results_dir: str | Path) -> str:
             f"{bucket_table(dev['arms'], dev['ngram'], dev['set_ngrams'])}")
     checks = teacher_checks(held["arms"], held["ngram"], sets)
     text += f"\n### Is the teacher worth distilling? (held-out)\n\n{checks}" if checks else ""
-    figure = dose_response_plot(held["arms"], results_dir)
+    points = sorted((float(n.removeprefix("alpha=")), a["loss"]) for n, a in held["arms"].items()
+                    if is_sweep_name(n) and a["loss"])
+    figure = dose_response_plot(points, held["arms"], results_dir)
     text += f"\n![dose response]({figure.name})\n" if figure else "\n(no plot: matplotlib is not installed)\n"
     with atomic_open(results_dir / "study.md") as f:
         f.write(text.encode())
