@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
         return COMMANDS[command](rest)
     if command == "report" and rest and rest[0] in REPORTS:
         return REPORTS[rest[0]](rest[1:])
+    if command in ("-h", "--help") or command == "report" and rest[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return None
     sys.exit(__doc__ + "\nerror: give a command: sweep, retrain, or report sweep|retrain" +
              (f" (not {' '.join(argv[:2])!r})" if argv else ""))
 

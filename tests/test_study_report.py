@@ -49,6 +49,8 @@ def test_command_line_writes_study_md_and_says_so(tmp_path, capsys):
         studies_main(["report", "sweep", "--results_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="not 'report first'"):
         studies_main(["report", "first"])
+    capsys.readouterr()
+    assert studies_main(["--help"]) is None and "python -m studies report retrain" in capsys.readouterr().out
     (tmp_path / "heldout").mkdir()
     (tmp_path / "heldout" / "alpha=1-s0.json").write_text(json.dumps({"name": "alpha=1-s0", "perplexity": {"loss": 5.0}}))
     text = studies_main(["report", "sweep", "--results_dir", str(tmp_path)])
