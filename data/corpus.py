@@ -248,12 +248,15 @@ def heldout_overlap(docs: list[tuple[str, str]], ids: list[np.ndarray], cfg: Cor
     heldout_words = word_ids([heldout_text], vocab)[0]
     word_counts = overlapping_ngrams(word_ids([t for _, t in docs], vocab), heldout_words, cfg.ngram)
     overlaps = (token_counts > 0) | (word_counts > 0)
+    dropped = [{"source": docs[i][0], "begins": docs[i][1][:80], "token_ngrams": int(token_counts[i]),
+                "word_ngrams": int(word_counts[i])} for i in np.flatnonzero(overlaps)]
     record = {
         "heldout": str(path), "heldout_sha256": sha256_file(path), "n": cfg.ngram,
         "token_ngrams_shared": int(token_counts.sum()), "documents_sharing_token_ngrams": int((token_counts > 0).sum()),
         "word_ngrams_shared": int(word_counts.sum()), "documents_sharing_word_ngrams": int((word_counts > 0).sum()),
         "corpus_token_ngrams": int(sum(max(len(x) - cfg.ngram + 1, 0) for x in ids)),
         "rule": f"documents sharing any token or word {cfg.ngram}-gram with the held-out text are dropped",
+        "dropped_documents": dropped[:100],  # the first 100, for a reader to see what they were
     }
     return overlaps, record
 

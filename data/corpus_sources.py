@@ -114,11 +114,12 @@ def clean_dictd(block: str) -> str:
 # accented letters written as codes ([=e], [a^], ['e], [aum], ...).
 # a headword's syllabified form and pronunciation: ` \Hatch"et*tite\ (-tit)` (there may be several per entry)
 _GCIDE_PRONOUNCED = re.compile(r"[ \t]*\\[^\\\n]{1,100}\\([ \t]*\([^()\n]*(?:\([^()\n]*\)[^()\n]*)*\))?")
-_GCIDE_TAG = re.compile(
-    r"^[ \t]*\[(?:[^\]\n]*(?:Webster|WordNet|PJC|Century Dict|RDH)[^\]\n]*|AS)\][ \t]*$", re.MULTILINE)
+# (a tag may be wrapped over two lines: "[1913\n   Webster]")
+_GCIDE_TAG = re.compile(r"[ \t]*\[[^\]\[]{0,60}?(?:Webster|WordNet|PJC|Century Dict|RDH)[^\]\[]{0,60}\]|^[ \t]*\[AS\][ \t]*$",
+                        re.MULTILINE)
 _GCIDE_MARKED = re.compile(r"\[[=~'\"`.,^]([a-zA-Z]{1,2})\]|\[([a-zA-Z]{1,2})\^\]")
 _GCIDE_NAMED = {"aum": "a", "imac": "i", "ae": "ae", "oe": "oe", "eth": "th", "thorn": "th", "ng": "ng",
-                "deg": " degrees", "root": "root of"}
+                "deg": " degrees", "root": "root of", "sect": "§"}
 _GCIDE_NAMED_RE = re.compile(r"\[(" + "|".join(_GCIDE_NAMED) + r")\]")
 
 
