@@ -228,6 +228,7 @@ def read_sources(cfg: CorpusConfig) -> tuple[list[tuple[str, str]], dict]:
         docs += [(source.name, t) for t in texts]
         records[source.name] = {
             "description": source.description,
+            "left_out": source.left_out,
             "packages": {p: versions[p] for p in source.packages},
             "files": [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files],
             "documents_read": len(texts),

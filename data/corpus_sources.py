@@ -34,16 +34,22 @@ class Source:
     name: str
     packages: tuple[str, ...]  # Debian packages that install its files
     description: str
+    left_out: str  # what the reader strips or skips, for the manifest
 
 
+DICTD_LEFT_OUT = "the database's own 00-database-* entries (URL, licence); {braces} of cross-references"
 SOURCES = (
-    Source("gcide", ("dict-gcide",), "Collaborative International Dictionary of English 0.48 (Webster's 1913 + WordNet 1.5)"),
-    Source("wordnet", ("wordnet-base",), "WordNet 3.0 synsets: lemmas and glosses"),
-    Source("fortunes", ("fortunes", "fortunes-min"), "fortune cookies: quotations, jokes, verse (not fortunes-off)"),
-    Source("bible", ("bible-kjv-text", "bible-kjv"), "the King James Bible, one chapter per document"),
-    Source("devil", ("dict-devil",), "Ambrose Bierce, The Devil's Dictionary (1911)"),
-    Source("jargon", ("dict-jargon",), "the Jargon File 4.4.7 (hacker slang, prose entries)"),
-    Source("foldoc", ("dict-foldoc",), "Free On-line Dictionary of Computing"),
+    Source("gcide", ("dict-gcide",), "Collaborative International Dictionary of English 0.48 (Webster's 1913 + WordNet 1.5)",
+           "00-database-* entries; syllabified headwords and pronunciations; source tags ([1913 Webster], "
+           "[WordNet 1.5], [PJC], ...); accent codes ([=e] -> e); {braces}"),
+    Source("wordnet", ("wordnet-base",), "WordNet 3.0 synsets: lemmas and glosses",
+           "the licence header; synset offsets, pointers and frame numbers (only lemmas and gloss are kept)"),
+    Source("fortunes", ("fortunes", "fortunes-min"), "fortune cookies: quotations, jokes, verse (not fortunes-off)",
+           "the files art and ascii-art (pictures, not text); the % separators"),
+    Source("bible", ("bible-kjv-text", "bible-kjv"), "the King James Bible, one chapter per document", "verse numbers"),
+    Source("devil", ("dict-devil",), "Ambrose Bierce, The Devil's Dictionary (1911)", DICTD_LEFT_OUT),
+    Source("jargon", ("dict-jargon",), "the Jargon File 4.4.7 (hacker slang, prose entries)", DICTD_LEFT_OUT),
+    Source("foldoc", ("dict-foldoc",), "Free On-line Dictionary of Computing", DICTD_LEFT_OUT),
 )
 
 
