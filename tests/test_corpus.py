@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from data import corpus, corpus_sources
 from data.corpus_sources import (bible_chapters, clean_dictd, clean_gcide, dictd_blocks, dictd_number, split_fortunes,
                                  wordnet_gloss)
 from data.loader import SplitTokens
+
+REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- markup
 
@@ -219,3 +224,23 @@ def test_real_gcide_and_wordnet_are_clean_text():
     wordnet, _ = corpus_sources.read_source("wordnet")
     assert len(wordnet) == 117_659  # WordNet 3.0's synsets
     assert "entity: that which is perceived or known or inferred to have its own distinct existence" in wordnet[0]
+
+
+# ---------------------------------------------------------------- make base resumes whatever run its folder holds
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_base_resumes_when_its_folder_holds_a_checkpoint(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "manifest.json").write_text("{}")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".installed").touch()  # newer than pyproject.toml: make does not reinstall
+    run = lambda: subprocess.run(["make", "-n", "base", f"VENV={venv}", f"CORPUS={tmp_path / 'corpus'}",
+                                  f"BASE_DIR={tmp_path / 'base'}"], cwd=REPO, capture_output=True, text=True, check=True)
+    first = run().stdout
+    assert "train.py --init scratch" in first and f"--data_dir {tmp_path / 'corpus'}" in first
+    assert "--resume" not in first
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "latest.pt").touch()
+    assert "--resume" in run().stdout
