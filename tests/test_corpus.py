@@ -209,6 +209,7 @@ def test_bad_sources_flag_names_the_choices():
 # ---------------------------------------------------------------- the real Debian files, where installed
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (corpus_sources.DICTD_DIR / "gcide.index").is_file()
                     or not (corpus_sources.WORDNET_DIR / "data.noun").is_file(),
                     reason="dict-gcide / wordnet-base not installed (`make corpus` installs them)")
