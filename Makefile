@@ -196,7 +196,7 @@ $(CORPUS)/manifest.json: | install
 # fine-tunes it as its teacher. Resumable: a second `make base` (after a stop, kill -9 or a new session that kept
 # $(BASE_DIR)) continues from $(BASE_DIR)/latest.pt; the settings must stay those of the run it resumes.
 BASE_DIR ?= runs/corpus-base
-BASE_SHAPE ?= --n_layer 4 --n_head 4 --n_embd 192
+BASE_SHAPE ?= --n_layer 8 --n_head 4 --n_embd 192
 BASE_STEPS ?= 12000
 BASE_ARGS ?=
 BASE_TRAIN = --init scratch $(BASE_SHAPE) --seq_len 256 --micro_batch_size 16 --total_batch_tokens 4096 \
