@@ -179,3 +179,36 @@ bench-parts: install  ## weight loading, data preparation and metrics against th
 
 clean:  ## remove the virtual environment (not data, runs or results)
 	rm -rf $(VENV) .pytest_cache
+
+# ---- the offline English corpus and the base pretrained on it (issue 28; docs/corpus.md) -------------------------
+# The corpus: Debian packages of real English (GCIDE, WordNet, fortunes, the KJV Bible, the Devil's Dictionary, the
+# Jargon File, FOLDOC), installed with apt-get (root), cleaned, deduplicated, checked against the Wikitext-2 test split.
+CORPUS ?= shards/corpus
+CORPUS_ARGS ?=
+
+corpus: install  ## English text from Debian packages -> GPT-2 shards in $(CORPUS) (apt-get installs them; ~2 min)
+	$(STUDY_PY) -m data.corpus --out_dir $(CORPUS) --heldout_raw $(RAW_DIR)/wiki.test.raw $(CORPUS_ARGS)
+
+$(CORPUS)/manifest.json: | install
+	$(MAKE) corpus
+
+# The base: a scratch GPT-2 pretrained on the corpus, validated on its val split; the third edition of the study
+# fine-tunes it as its teacher. Resumable: a second `make base` (after a stop, kill -9 or a new session that kept
+# $(BASE_DIR)) continues from $(BASE_DIR)/latest.pt; the settings must stay those of the run it resumes.
+BASE_DIR ?= runs/corpus-base
+BASE_SHAPE ?= --n_layer 8 --n_head 4 --n_embd 192
+BASE_STEPS ?= 12000
+BASE_ARGS ?=
+BASE_TRAIN = --init scratch $(BASE_SHAPE) --seq_len 256 --micro_batch_size 16 --total_batch_tokens 4096 \
+	--lr 3e-3 --min_lr 3e-4 --warmup_steps 100 --dropout 0.0 --max_steps $(BASE_STEPS) --eval_interval 250 \
+	--checkpoint_interval 100 --device cpu --data_dir $(CORPUS) --out_dir $(BASE_DIR)
+
+.PHONY: corpus base base-export
+base: install $(CORPUS)/manifest.json  ## pretrain the base on $(CORPUS) -> $(BASE_DIR) (many hours on 2 cores; resumes)
+	$(STUDY_PY) train.py $(BASE_TRAIN) $(if $(wildcard $(BASE_DIR)/latest.pt),--resume) $(BASE_ARGS)
+
+BASE_EXPORT ?= results/corpus-base
+base-export: install  ## the base's best weights (best.pt) as a Hugging Face folder in $(BASE_EXPORT) (--init takes it), with its records
+	$(PY) -m gpt2.checkpoint export $(BASE_DIR) $(BASE_EXPORT)
+	cp $(BASE_DIR)/run.json $(BASE_DIR)/log.jsonl $(BASE_EXPORT)/
+	cp $(CORPUS)/manifest.json $(BASE_EXPORT)/corpus-manifest.json
