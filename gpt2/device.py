@@ -16,7 +16,8 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
     """(device, autocast dtype), with the device configured for speed (`configure`). device "auto":
     cuda:{local_rank} when CUDA is available, else cpu; a bare "cuda" also means this process's GPU under
     torchrun. dtype "auto": bf16 on CUDA that computes in it (compute capability 8.0 and later: A100, RTX 30xx,
-    H100), fp16 (with loss scaling in training) on older CUDA, fp32 on CPU. Older GPUs (V100, T4)
+    H100), fp16 (with loss scaling in training) on older CUDA; on a CPU, bf16 autocast where it has bf16 matrix
+    units (`cpu_bf16_units`), fp32 elsewhere. Older GPUs (V100, T4)
     can hold bf16 tensors, so torch.cuda.is_bf16_supported() says True there by default, but they emulate
     its arithmetic, slower than fp16's tensor cores: `including_emulation=False` leaves them on fp16."""
     if device == "auto":
@@ -30,7 +31,20 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
         return dev, DTYPES[dtype]
     if dev.type == "cuda":
         return dev, torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    return dev, torch.float32
+    return dev, torch.bfloat16 if cpu_bf16_units() else torch.float32
+
+
+def cpu_bf16_units() -> str | None:
+    """The bf16 matrix units of this CPU, as torch's CPU build detects them: "AMX" (Intel Xeon from Sapphire
+    Rapids on: tile multiplies, several times the fp32 rate), "AVX512-BF16" (dot-product instructions, e.g.
+    AMD Zen 4 and Intel Cooper Lake: about twice the fp32 rate, measured in BENCHMARKS.md), or None, where
+    bf16 arithmetic would be emulated in fp32 and slower than fp32 itself. (oneDNN's own
+    `torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on any AVX512 CPU, emulation included.)"""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX512-BF16"
+    return None
 
 
 def compile_wanted(flag: bool | None, device: torch.device) -> bool:
@@ -64,7 +78,8 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model with the number of torch threads: recorded with every run and figure."""
+    """The GPU's name, or the CPU's model with the number of torch threads and the bf16 units that decide its
+    --dtype auto: recorded (and printed) with every run and figure."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -72,4 +87,4 @@ def device_name(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
-    return f"{cpu} ({torch.get_num_threads()} torch threads)"
+    return f"{cpu} ({torch.get_num_threads()} torch threads, bf16 units: {cpu_bf16_units() or 'none'})"
