@@ -112,6 +112,7 @@ def _nll_rows(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor) -> torch.T
     """The plain per-row NLL of one chunk (n,), for reduction="none" (under autocast as F.linear is)."""
     return F.cross_entropy(F.linear(h, weight).float(), y, ignore_index=IGNORE_INDEX, reduction="none")
 
+
 # ---- the per-chunk math: one function per loss, compiled once for the chunk's fixed shape ------------------
 
 
@@ -262,6 +263,7 @@ class _HeadGrads:
         self.need_hidden, self.need_weight = grad_enabled and needs[0], grad_enabled and needs[1]
         self.hidden_chunks: list[torch.Tensor] = []  # (n, C) each
         self.weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if self.need_weight else None
+        self.product: torch.Tensor | None = None  # (V, C) in the matmul dtype, where addmm cannot sum into float32
 
     @property
     def wanted(self) -> bool:
@@ -278,13 +280,16 @@ class _HeadGrads:
             elif not torch.compiler.is_compiling() and mixed_addmm(g.device.type, g.dtype):  # (a loss compiled
                 # with its caller, as a test does, leaves the choice to the caller's compiler)
                 _addmm_mixed(self.weight, g, h)
-            else:
-                self.weight += g.t() @ h  # a (V, C) temporary in the low precision, then the add
+            else:  # a (V, C) product in the low precision, then the add; one buffer for every chunk (a new one
+                # each time costs a CPU its page faults, more than the multiply's own time at these sizes)
+                self.product = torch.mm(g.t(), h, out=self.product)
+                self.weight += self.product
 
     def result(self, scale: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The gradients times `scale` (a mean's 1 / n_valid). It is applied here, not to d loss / d logits:
         in float16, p / n_valid (a softmax entry ~1e-5 over thousands of rows) would flush to zero before
         the loss scaler's factor arrives in backward."""
+        self.product = None
         hidden = (torch.cat(self.hidden_chunks) * scale).to(self.hidden_dtype) if self.need_hidden else None  # (N, C)
         weight = self.weight.mul_(scale).to(self.weight_dtype) if self.need_weight else None  # (V, C)
         return hidden, weight

@@ -311,8 +311,9 @@ def test_chunks_are_sized_for_the_device():
 def test_the_chunk_function_compiles_once_for_every_chunk_and_batch():
     """The loss chunks run one compiled graph per loss: 10 and then 6 chunks of 32 rows (N = 300 and 170, the last
     chunk padded with ignored rows each time) compile the cross-entropy's chunk function once, and the
-    distillation's once for two temperatures (0-d tensor inputs of the graph, not constants). A shape of its
-    own (C = 20, V = 700), so that no other test's graph is reused."""
+    distillation's once for two temperatures (0-d tensor inputs of the graph, not constants). Counted from an
+    empty cache (the other tests' graphs, of other shapes, would make the first compile a dynamic-shape one)."""
+    torch._dynamo.reset()
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(700, 20, generator=g).requires_grad_()
     teacher_weight = torch.randn(700, 12, generator=g)
