@@ -189,10 +189,19 @@ def _run_chunk(chunk_fn, *args):
     try:
         with torch.autocast(args[0].device.type, enabled=False):  # the inputs are already in the matmul dtype
             return _compiled(chunk_fn)(*args)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # more than torch's 8 graphs of this function (dtypes x
+        _warn_recompile_limit()  # grad modes x shapes: a test session, not a run): this new one runs eagerly
+        return chunk_fn(*args)
     except torch._dynamo.exc.BackendCompilerFailed as e:
         _EAGER_REASON.append(str(e).splitlines()[0])
         print(f"gpt2.losses: torch.compile of the loss chunks failed ({_EAGER_REASON[0]}); they run eagerly")
         return chunk_fn(*args)
+
+
+@functools.cache
+def _warn_recompile_limit() -> None:
+    print("gpt2.losses: the loss chunks reached torch.compile's recompile limit (torch._dynamo.config.recompile_limit);"
+          " chunks of further shapes or dtypes run eagerly")
 
 
 def chunk_path() -> str:
