@@ -123,7 +123,10 @@ def test_without_grad_the_value_is_the_same_and_no_gradient_is_computed(grad_mod
         kd, _ = linear_kd_loss(hidden, weight, teacher_hidden, teacher_weight, targets, temperature=2.0, kd_weight=0.5,
                                chunk_size=16)
     assert ce.grad_fn is None and rows.grad_fn is None and kd.grad_fn is None
-    assert torch.equal(ce, expected_ce) and torch.equal(rows, expected_rows) and torch.equal(kd, expected_kd)
+    # with and without the gradient are two graphs of the chunk function (or, past torch.compile's recompile
+    # limit, one compiled and one eager): the same sums, fused differently
+    for got, want in ((ce, expected_ce), (rows, expected_rows), (kd, expected_kd)):
+        torch.testing.assert_close(got, want.detach(), **EXACT)
 
 
 def test_all_targets_ignored():
