@@ -151,9 +151,13 @@ study-gpt2: install $(DATA)/manifest.json  ## the seed's regime with GPT-2 itsel
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=
 
+AMP_FLAGS ?=
+
 bench: install  ## quick CPU speed check vs transformers: gpt2 shape, T=64 -> bench.json (BENCH_FLAGS="--append_md BENCHMARKS.md")
 	$(PY) -m benchmarks.bench --device cpu --seq_len 64 --batch_sizes 1 --gen_batch_sizes 1 8 --prompt_len 16 \
 		--new_tokens 128 --repeats 15 --warmup 1 --compile_decode --compare_hf $(BENCH_FLAGS)
+	@# fp32 and bf16 side by side, ours and transformers in each: training steps and generation -> bench_cpu_amp.json
+	$(PY) -m benchmarks.cpu_amp $(AMP_FLAGS)
 
 bench-gpu: install  ## GPU sweep: T=1024, bf16, compile, micro-batch 1-16, generation with CUDA-graph decode
 	$(PY) -m benchmarks.bench --device cuda --json_out bench-gpu.json $(BENCH_FLAGS)

@@ -70,7 +70,7 @@ class BenchConfig:
     activation_checkpointing: bool = False  # train: time the step with train.py --activation_checkpointing
     # hardware
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA (fp16 without bf16), fp32 on CPU
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA (fp16 without bf16); CPU: bf16 with bf16 units, else fp32
     threads: int | None = None  # torch.set_num_threads for CPU work; None keeps torch's default
     peak_tflops: float | None = None  # the device's dense peak for MFU; None: benchmarks/flops.py's table (CUDA only)
     # train, forward, eval

@@ -76,7 +76,7 @@ class DistillConfig(SamplingConfig):
     shard_tokens: int = 100_000_000  # tokens per shard file
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # the teacher's weights for generation; auto: bf16
-                                                              # (else fp16) on CUDA, fp32 on CPU
+                                                              # (else fp16) on CUDA; on CPU bf16 with bf16 units, else fp32
     compile: bool | None = None  # torch.compile the decode step (CUDA graphs on CUDA); None: on for CUDA
 
     def __post_init__(self) -> None:

@@ -19,7 +19,8 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
     cuda:{local_rank} when CUDA is available, else cpu; a bare "cuda" also means this process's GPU under
     torchrun. dtype "auto": bf16 on CUDA that computes in it (compute capability 8.0 and later: A100, RTX 30xx,
     H100), fp16 (with loss scaling in training) on older CUDA (V100, T4: they emulate bf16's arithmetic,
-    see `gpt2.compat.cuda_computes_bf16`), fp32 on CPU."""
+    see `gpt2.compat.cuda_computes_bf16`); on a CPU, bf16 autocast where it has bf16 matrix units
+    (`cpu_bf16_units`), fp32 elsewhere."""
     if device == "auto":
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
@@ -31,7 +32,20 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
         return dev, DTYPES[dtype]
     if dev.type == "cuda":
         return dev, torch.bfloat16 if cuda_computes_bf16() else torch.float16
-    return dev, torch.float32
+    return dev, torch.bfloat16 if cpu_bf16_units() else torch.float32
+
+
+def cpu_bf16_units() -> str | None:
+    """The bf16 matrix units of this CPU, as torch's CPU build detects them: "AMX" (Intel Xeon from Sapphire
+    Rapids on: tile multiplies, several times the fp32 rate), "AVX512-BF16" (dot-product instructions, e.g.
+    AMD Zen 4 and Intel Cooper Lake: a training step ~1.3x its fp32 speed, but cached generation at batch 1
+    slower than in fp32: BENCHMARKS.md), or None, where bf16 arithmetic would be emulated in fp32 and slower
+    than fp32 itself. (oneDNN's own `torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on any AVX512
+    CPU, emulation included.)"""
+    for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        if getattr(torch.cpu, probe, lambda: False)():  # private probes of torch.cpu: absent means "not known"
+            return name
+    return None
 
 
 def compile_wanted(flag: bool | None, device: torch.device) -> bool:
@@ -65,7 +79,8 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model with the number of torch threads: recorded with every run and figure."""
+    """The GPU's name, or the CPU's model with the number of torch threads and the bf16 units that decide its
+    --dtype auto: recorded (and printed) with every run and figure."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -73,4 +88,4 @@ def device_name(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
-    return f"{cpu} ({torch.get_num_threads()} torch threads)"
+    return f"{cpu} ({torch.get_num_threads()} torch threads, bf16 units: {cpu_bf16_units() or 'none'})"

@@ -84,7 +84,7 @@ class EvalConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # precision: autocast for perplexity, the weights' dtype
                                                               # for generation; auto: bf16 on CUDA that has it
-                                                              # (else fp16), fp32 on CPU
+                                                              # (else fp16); on CPU bf16 with bf16 units, else fp32
     compile: bool | None = None  # torch.compile the decode step (CUDA graphs on CUDA); None: on for CUDA
     out_json: str | None = None  # results file; None: results/<name>.<split>.json
     table: str = "results/results.md"  # markdown table to add this model's row to (created if absent)

@@ -51,7 +51,8 @@ class TrainConfig:
     # hardware and precision
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast precision; auto: bf16 on CUDA that has it,
-                                                              # fp16 with loss scaling on older CUDA, fp32 on CPU
+                                                              # fp16 with loss scaling on older CUDA; on a CPU,
+                                                              # bf16 with bf16 units (AMX, AVX512-BF16), else fp32
     compile: bool | None = None  # torch.compile the model; None: on for CUDA, off for CPU
     fsdp: bool = False  # under torchrun: shard weights, gradients and AdamW moments over the processes (FSDP2)
                         # instead of a whole copy on each (DDP); for models whose training state outgrows one GPU

@@ -99,7 +99,7 @@ def test_the_changed_apis_are_called_through_compat_only():
     changed = re.compile(r"_dynamo\.mark_static_address|FailOn\w*LimitHit|src_data_rank|including_emulation|"
                          r"cache_size_limit|torch\.distributed\._composable|torch\.distributed\._tensor")
     files = [p for p in [*REPO.glob("*.py"), *REPO.glob("gpt2/**/*.py"), *REPO.glob("data/**/*.py"),
-                         *REPO.glob("benchmarks/**/*.py"), *REPO.glob("study/**/*.py")] if p.name != "compat.py"]
+                         *REPO.glob("benchmarks/**/*.py"), *REPO.glob("studies/**/*.py")] if p.name != "compat.py"]
     offenders = [f"{p.relative_to(REPO)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
                  if changed.search(line) and not line.lstrip().startswith("#")]
     assert not offenders, offenders

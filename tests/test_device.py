@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from conftest import fp32_precision, set_fp32_precision
-from gpt2.device import configure, resolve_device_and_dtype
+from gpt2.device import configure, cpu_bf16_units, device_name, resolve_device_and_dtype
+
+REAL_CPU_BF16_UNITS = cpu_bf16_units  # bound at import, before conftest's fixture replaces the module's
 
 
-def test_cpu_defaults_to_fp32_and_honours_an_explicit_dtype():
+def test_a_cpu_without_bf16_units_defaults_to_fp32_and_honours_an_explicit_dtype():
     assert resolve_device_and_dtype("cpu", "auto") == (torch.device("cpu"), torch.float32)
     assert resolve_device_and_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
     assert resolve_device_and_dtype("cpu", "fp16")[1] == torch.float16
@@ -54,3 +56,21 @@ def test_cuda_setup_turns_on_tf32_and_the_tests_take_it_back():
 def test_bare_cuda_means_this_ranks_gpu_in_reduced_precision():
     device, dtype = resolve_device_and_dtype("cuda", "auto", local_rank=0)
     assert device == torch.device("cuda", 0) and dtype in (torch.bfloat16, torch.float16)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, units", [(True, True, "AMX"), (False, True, "AVX512-BF16"),
+                                                     (False, False, None)])
+def test_the_cpus_bf16_units_are_asked_of_torch(monkeypatch, amx, avx512_bf16, units):
+    """AMX first, then AVX512-BF16 (conftest fakes cpu_bf16_units for every other test: the real one here)."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert REAL_CPU_BF16_UNITS() == units
+
+
+@pytest.mark.parametrize("units, expected", [("AMX", torch.bfloat16), ("AVX512-BF16", torch.bfloat16),
+                                             (None, torch.float32)])
+def test_auto_on_a_cpu_takes_bf16_where_it_has_bf16_units(monkeypatch, units, expected):
+    monkeypatch.setattr("gpt2.device.cpu_bf16_units", lambda: units)
+    assert resolve_device_and_dtype("cpu", "auto") == (torch.device("cpu"), expected)
+    assert resolve_device_and_dtype("cpu", "fp32") == (torch.device("cpu"), torch.float32)  # asked by name: kept
+    assert device_name(torch.device("cpu")).endswith(f"bf16 units: {units or 'none'})")  # printed with the device
