@@ -105,8 +105,11 @@ def _fp32_precision(_session_fp32_precision):
 
 
 @pytest.fixture(autouse=True)
-def _cpu_dtype_auto_is_fp32(monkeypatch):
+def _cpu_dtype_auto_is_fp32():
     """--dtype auto picks bf16 autocast on a CPU with bf16 units (gpt2/device.py): the tests pin the other
     answer, so that they compute the same numbers on every CPU. test_device.py fakes the units both ways,
-    and the bf16 tests ask for bf16 by name."""
-    monkeypatch.setattr("gpt2.device.cpu_bf16_units", lambda: None)
+    and the bf16 tests ask for bf16 by name. A MonkeyPatch of its own: a test's `monkeypatch.undo()` must
+    not lift it halfway through the test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("gpt2.device.cpu_bf16_units", lambda: None)
+        yield
