@@ -38,6 +38,7 @@ import tiktoken
 from data.corpus_sources import SOURCES, SourceError, read_source
 from data.shards import ShardError, write_data_dir
 from gpt2 import tokenizer
+from gpt2.download import sha256_file
 from gpt2.cli import config_to_dict, parse_config
 
 SOURCE_NAMES = tuple(s.name for s in SOURCES)
@@ -199,14 +200,6 @@ def word_ids(texts: list[str], vocab: dict[str, int]) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------- the build
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_val(text: str, val_fraction: float) -> bool:

@@ -132,7 +132,7 @@ def download_file(url: str, dest: Path, *, size: int | None = None, sha256: str 
         if expected is not None and got != expected:
             part.unlink()
             raise DownloadError(f"{url} gave {got:,} bytes but {expected:,} were expected (deleted). {hint}")
-        if sha256 is not None and _sha256(part) != sha256:
+        if sha256 is not None and sha256_file(part) != sha256:
             part.unlink()
             raise DownloadError(f"{url} does not have the expected sha256 {sha256} (deleted). {hint}")
         os.replace(part, dest)
@@ -141,7 +141,8 @@ def download_file(url: str, dest: Path, *, size: int | None = None, sha256: str 
                         f"({part} kept; run again to resume). {hint}")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read 16 MB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
