@@ -9,7 +9,7 @@ import torch
 
 import sample
 from gpt2 import GPT, GPTConfig
-from gpt2.checkpoint import save_checkpoint
+from gpt2.checkpoint import TrainState, save_checkpoint
 from gpt2.device import resolve_device_and_dtype
 
 TINY = GPTConfig(vocab_size=50257, n_positions=32, n_embd=16, n_layer=1, n_head=2)  # the BPE's vocabulary
@@ -19,7 +19,7 @@ TINY = GPTConfig(vocab_size=50257, n_positions=32, n_embd=16, n_layer=1, n_head=
 def calls(tmp_path, monkeypatch):
     """Runs sample.py on a tiny checkpoint; each generate() call's model dtype and compile flag, noted."""
     model = GPT(TINY, seed=0)
-    save_checkpoint(tmp_path / "latest.pt", {"model": model.state_dict(), "model_config": dataclasses.asdict(TINY)})
+    save_checkpoint(tmp_path / "latest.pt", TrainState(model=model.state_dict(), model_config=dataclasses.asdict(TINY)))
     seen, real_generate = [], sample.generate
 
     def generate(model, prompt, n, **kw):
