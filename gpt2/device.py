@@ -38,8 +38,8 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", local_ra
 def cpu_bf16_units() -> str | None:
     """The bf16 matrix units of this CPU, as torch's CPU build detects them: "AMX" (Intel Xeon from Sapphire
     Rapids on: tile multiplies, several times the fp32 rate), "AVX512-BF16" (dot-product instructions, e.g.
-    AMD Zen 4 and Intel Cooper Lake: a training step ~1.3x its fp32 speed, but cached generation at batch 1
-    slower than in fp32: BENCHMARKS.md), or None, where bf16 arithmetic would be emulated in fp32 and slower
+    AMD Zen 4 and Intel Cooper Lake: on such a CPU both the training step and cached generation ran faster
+    in bf16: BENCHMARKS.md), or None, where bf16 arithmetic would be emulated in fp32 and slower
     than fp32 itself. (oneDNN's own `torch.ops.mkldnn._is_mkldnn_bf16_supported()` says True on any AVX512
     CPU, emulation included.)"""
     for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
