@@ -144,9 +144,20 @@ study-retrain-report: install  ## redraw $(STUDY_RETRAIN_RESULTS)/study-retrain.
 # The same structure on a GPU with GPT-2 as the base (python -m studies retrain --base_init gpt2): the teacher = gpt2 fine-tuned
 # on the real train split (3 passes), sets drawn from that split's prompts, gpt2 continued on each (4.4 passes), T = 1024.
 study-gpt2: install $(DATA)/manifest.json  ## the seed's regime with GPT-2 itself (a GPU; resumable) -> results/study-gpt2/
-	$(PY) -m studies retrain --base_init gpt2 --data_dir $(DATA) --work_dir study-gpt2 --results_dir results/study-gpt2 \
+	$(PY) -m studies retrain --base_init gpt2 --data_dir $(DATA) --work_dir $(GPT2_STUDY) --results_dir results/$(GPT2_STUDY) \
 		--seq_len 1024 --batch_tokens 32768 --micro_batch_size 8 --teacher_steps 220 --teacher_lr 1e-4 --arm_steps 40 \
-		--arm_lr 1e-4 --set_tokens 300000 --prompt_tokens 128 --gen_tokens 384 --heldout_tokens 0 $(STUDY_RETRAIN_ARGS)
+		--arm_lr 1e-4 --set_tokens 300000 --prompt_tokens 128 --gen_tokens 384 --heldout_tokens 0 $(GPT2_ARMS) \
+		$(STUDY_RETRAIN_ARGS)
+GPT2_STUDY ?= study-gpt2
+GPT2_ARMS ?=
+
+study-gpt2-third: install  ## the third edition's arms with GPT-2 itself (a GPU; resumable) -> results/study-gpt2-third/
+	$(MAKE) study-gpt2 GPT2_STUDY=study-gpt2-third GPT2_ARMS="$(THIRD_ARMS_GPT2)"
+
+# GPT-2 itself under the third edition's arms (a GPU): make study-gpt2-third
+THIRD_ARMS_GPT2 = --alphas 1 -1 --min_ps 0.002 --kd_weights --kd_alphas --kd_min_p 0.002 --no-challenge \
+	--less_data_shares 0.67 --mix_shares 0.67 0.33 --edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 \
+	--recipe_alphas 1 --recipe_lr 3e-5 --curve_interval 4 --article_cut
 
 # ---- benchmarks ------------------------------------------------------------------------------
 BENCH_FLAGS ?=
@@ -201,7 +212,7 @@ $(CORPUS)/manifest.json: | install
 # $(BASE_DIR)) continues from $(BASE_DIR)/latest.pt; the settings must stay those of the run it resumes.
 BASE_DIR ?= runs/corpus-base
 BASE_SHAPE ?= --n_layer 8 --n_head 4 --n_embd 192
-BASE_STEPS ?= 12000
+BASE_STEPS ?= 4000
 BASE_ARGS ?=
 BASE_TRAIN = --init scratch $(BASE_SHAPE) --seq_len 256 --micro_batch_size 16 --total_batch_tokens 4096 \
 	--lr 3e-3 --min_lr 3e-4 --warmup_steps 100 --dropout 0.0 --max_steps $(BASE_STEPS) --eval_interval 250 \
@@ -216,3 +227,23 @@ base-export: install  ## the base's best weights (best.pt) as a Hugging Face fol
 	$(PY) -m gpt2.checkpoint export $(BASE_DIR) $(BASE_EXPORT)
 	cp $(BASE_DIR)/run.json $(BASE_DIR)/log.jsonl $(BASE_EXPORT)/
 	cp $(CORPUS)/manifest.json $(BASE_EXPORT)/corpus-manifest.json
+
+$(BASE_EXPORT)/model.safetensors: | install
+	$(MAKE) base-export
+
+# ---- the third edition (issue 28; docs/studies.md): the arms the seed's claims need (less real data, mixtures, token
+# edits, deduplicated sets, the prompt out of the loss, a second recipe, every arm's val curve), 5 seeds, under two
+# teachers: the weak one (the base pretrained on part A, as in the second edition) and the strong one (the base
+# pretrained on the offline English corpus, make base base-export). Held-out slice cut at article boundaries.
+THIRD_ARMS ?= --seeds 0 1 2 3 4 --alphas 1 -1 --min_ps 0.002 --extra_min_p 0.002 --kd_weights --kd_alphas \
+	--kd_min_p 0.002 --no-challenge --less_data_shares 0.67 --mix_shares 0.67 0.33 --mix_alphas 1 -1 \
+	--edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 --recipe_alphas 1 --curve_interval 2 --article_cut
+.PHONY: study-weak study-strong study-gpt2-third
+study-weak: install $(STUDY_DATA)/manifest.json  ## third edition, weak teacher (2 CPU cores; resumable) -> results/study-weak/
+	$(STUDY_PY) -m studies retrain --data_dir $(STUDY_DATA) --work_dir study-weak --results_dir results/study-weak \
+		$(THIRD_ARMS) $(STUDY_RETRAIN_ARGS)
+
+study-strong: install $(STUDY_DATA)/manifest.json $(BASE_EXPORT)/model.safetensors  ## third edition, strong teacher (the corpus base) -> results/study-strong/
+	$(STUDY_PY) -m studies retrain --base_init $(BASE_EXPORT) --data_dir $(STUDY_DATA) --work_dir study-strong \
+		--results_dir results/study-strong $(THIRD_ARMS) $(STUDY_RETRAIN_ARGS)
+

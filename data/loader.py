@@ -186,6 +186,7 @@ def training_data(cfg) -> TrainData:
     """What a training run (`gpt2.trainer.train`) reads, from the shards its TrainConfig `cfg` names: the
     train split's size and micro-batch streams (--data_dir), the val split (--val_data_dir, else --data_dir)."""
     val_tokens = SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
+    val_tokens = val_tokens if cfg.eval_tokens is None else val_tokens[: cfg.eval_tokens]
     return TrainData(n_train_tokens=len(SplitTokens(cfg.data_dir, "train")), val_tokens=val_tokens,
                      batches=functools.partial(micro_batch_streams, cfg.data_dir, cfg.micro_batch_size, cfg.seq_len,
                                                seed=cfg.seed))

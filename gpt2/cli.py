@@ -11,7 +11,7 @@ would write it anyway:
 and calls `cfg = parse_config(TrainConfig)`. The comment after a field (continued on comment lines
 below it that start in the same column) becomes its `--help` text, so the source and the help never
 drift apart. Types map to argparse as follows: int/float/str as themselves; bool as `--flag` /
-`--no-flag`; `X | None` also accepts the word `none`; `Literal[...]` as choices; `list[X]` as one or
+`--no-flag`; `X | None` also accepts the word `none`; `Literal[...]` as choices; `list[X]` as zero or
 more values. `--a-field` is read as `--a_field`. `--config file.json` reads field values from a JSON
 object first; flags given on the command line override it. Validation lives in the dataclass's
 `__post_init__`: a ValueError there is reported as a usage error.
@@ -94,7 +94,7 @@ def _argument(name: str, hint: Any, default: Any, help: str) -> tuple[list[str],
         kwargs["choices"] = choices + ([None] if optional else [])
     elif origin is list:
         (item,) = typing.get_args(hint)
-        kwargs["type"], kwargs["nargs"] = item, "+"
+        kwargs["type"], kwargs["nargs"] = item, "*"
     elif hint in (int, float, str):
         kwargs["type"] = hint
     else:

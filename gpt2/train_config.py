@@ -61,6 +61,8 @@ class TrainConfig:
     seed: int = 1337  # seeds data order and dropout
     # evaluation, logging, checkpoints
     eval_interval: int = 50  # evaluate the whole val split (and write latest.pt) every this many steps
+    eval_tokens: int | None = None  # evaluate only the val split's first this many tokens (a fixed slice, for
+                                    # frequent evaluations); None: all of it
     eval_stride: int | None = None  # evaluation window stride; None: seq_len (disjoint windows)
     eval_batch_size: int = 8  # rows per evaluation forward pass
     log_interval: int = 1  # refresh the progress bar every this many steps (log.jsonl records every step)
@@ -70,7 +72,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_positive(self, "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens",
                          "eval_interval", "eval_batch_size", "log_interval", "max_steps", "eval_stride",
-                         "checkpoint_interval")
+                         "checkpoint_interval", "eval_tokens")
         if self.epochs <= 0 and self.max_steps is None:
             raise ValueError(f"--epochs must be positive, got {self.epochs}")
         if self.init == "scratch" and self.n_embd % self.n_head:

@@ -18,6 +18,7 @@ study redoes only what it had not finished. The bigrams' lambda is tuned on the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 from data.loader import SplitTokens, training_data
 from gpt2 import evaluation, trainer
 from gpt2.atomic import atomic_open
+from gpt2.checkpoint import load_checkpoint, save_checkpoint
 from gpt2.metrics import tail
 from gpt2.metrics.perplexity import evaluate_perplexity
 from gpt2.train_config import TrainConfig
@@ -63,14 +65,15 @@ def write_json(path: Path, record: dict) -> None:
         f.write((json.dumps(record, indent=2) + "\n").encode())
 
 
-def train_run(settings, run_dir: Path, **overrides) -> Path:
+def train_run(settings, run_dir: Path, keep_last: bool = False, **overrides) -> Path:
     """A training run into run_dir (train.py's: gpt2.trainer.train on the shards its config names), and its
-    best.pt; skipped when its summary.json is there (the run finished).
+    best.pt (keep_last: last.pt, the last step's weights); skipped when its summary.json is there (the run finished).
     `settings` is the study's config (seq_len, batch_tokens, micro_batch_size, device, data_dir); `overrides` are
     the run's own flags. A cut run resumes from its latest.pt (written at each val evaluation), or starts afresh
     when cut before its first; latest.pt (weights + AdamW moments: only for resuming) goes once the run ends."""
+    kept = run_dir / ("last.pt" if keep_last else "best.pt")
     if (run_dir / "summary.json").exists():
-        return run_dir / "best.pt"
+        return kept
     if run_dir.exists() and not (run_dir / "latest.pt").exists():
         shutil.rmtree(run_dir)  # cut before its first checkpoint: nothing to keep
     common = dict(seq_len=settings.seq_len, total_batch_tokens=settings.batch_tokens, eval_interval=10**9,
@@ -81,9 +84,12 @@ def train_run(settings, run_dir: Path, **overrides) -> Path:
     summary = trainer.train(cfg, training_data(cfg))
     if summary["stopped_early"]:  # SIGINT / SIGTERM: the run saved latest.pt and stopped; it is not finished
         raise TrainingStopped(f"{run_dir.name} stopped at step {summary['steps']}; run the study again to resume it")
+    if keep_last:  # the last step evaluated, so latest.pt holds it: its weights, without the AdamW moments
+        state = load_checkpoint(run_dir / "latest.pt")
+        save_checkpoint(kept, dataclasses.replace(state, optimizer=None, scaler=None, batches=None))
     write_json(run_dir / "summary.json", summary)
     (run_dir / "latest.pt").unlink(missing_ok=True)
-    return run_dir / "best.pt"
+    return kept
 
 
 class Evaluations:

@@ -26,7 +26,12 @@ Design (every choice is a RetrainConfig field; issue #17, items 2-4):
    kept in work_dir/nll so that frequency buckets can be computed), beside the train split's n-gram baselines.
    Nothing in this script makes a choice on test tokens: base and teacher keep their best val checkpoint.
 7. The report (studies/retrain_report.py): mean +- 95% CI over seeds, the change against the base, paired
-   contrasts against real text of the same size, the frequency-bucket table.
+   contrasts against real text of the same size (t and sign-flip tests, Holm over the report), the
+   frequency-bucket table.
+8. The third edition's arms (issue 28; each off unless its RetrainConfig list is given; make study-weak /
+   study-strong): real text at a share of the size, mixtures of it with continuations (studies/retrain_sets.py),
+   token edits (data/token_edit.py), sets deduplicated across sequences, the prompt out of the loss, a second
+   recipe; with curve_interval every arm's val curve (studies/time_to_gain.py) and its last step evaluated.
 
 Results land in `results_dir` (one JSON per piece; study-retrain.md/.json; timings.json, the only file that
 differs between runs); runs, sets and per-token NLL in `work_dir`. A piece is finished when its result file is
@@ -51,6 +56,7 @@ from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import write_data_dir
 from data.subset import SubsetConfig, SubsetError, make_subset, select_by_score
+from data.token_edit import TokenEditConfig, token_edit
 from gpt2.atomic import atomic_open
 from gpt2.checkpoint import CheckpointError, load_model
 from gpt2.cli import config_to_dict, parse_config
@@ -62,8 +68,10 @@ from gpt2.training import TrainingStopped
 from studies import ngram, retrain_report
 from studies.evaluations import cut_test_split, train_run, write_json
 from studies.progress import Progress
-from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, RetrainConfig, arm_names, kd_names, plan_record,
-                                  same_settings, set_name)
+from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, Arm, RetrainConfig, arm_names, arms, edit_name,
+                                  kd_names, mix_name, plan_record, same_settings, set_name)
+from studies.retrain_sets import generation_seconds, write_less_data, write_mixture
+from studies.time_to_gain import val_curve
 from studies.sets import set_statistics
 
 
@@ -140,12 +148,13 @@ class RetrainStudy:
         write_json(self.results / "ngram.json", record)
 
     # ---- training and evaluation: what a piece needs in work_dir is made when it is absent
-    def trained(self, name: str, **overrides) -> str:
-        """The best.pt of train.py's run work_dir/runs/<name> (evaluations.train_run: trained unless finished)."""
+    def trained(self, name: str, keep: str = "best", **overrides) -> str:
+        """The best.pt (keep="last": last.pt) of train.py's run work_dir/runs/<name> (evaluations.train_run: trained
+        unless finished)."""
         lr = overrides["lr"]
         warmup = max(1, min(10, overrides["max_steps"] // 5))
-        return str(train_run(self.cfg, self.run_dir(name), **{"dropout": self.cfg.dropout, "warmup_steps": warmup,
-                                                            "min_lr": lr / 20, **overrides}))
+        return str(train_run(self.cfg, self.run_dir(name), keep_last=keep == "last", **{
+            "dropout": self.cfg.dropout, "warmup_steps": warmup, "min_lr": lr / 20, **overrides}))
 
     def base_checkpoint(self) -> str:
         """The base: pretrained on part A (its best val checkpoint), or --base_init as it is."""
@@ -162,9 +171,9 @@ class RetrainStudy:
         return self.trained("teacher", init=self.base_checkpoint(), max_steps=cfg.teacher_steps, lr=cfg.teacher_lr,
                             data_dir=cfg.data_dir, seed=1337, eval_interval=max(1, cfg.teacher_steps // 8))
 
-    def evaluate(self, name: str, model_source: Callable) -> None:
-        """Held-out perplexity of a model (model_source() builds it): the JSON record, and its per-token NLL
-        in work_dir/nll/<name>.npy (float32, target i = held-out token i + 1)."""
+    def evaluate(self, name: str, model_source: Callable, **extra) -> None:
+        """Held-out perplexity of a model (model_source() builds it): the JSON record (with `extra`), and its
+        per-token NLL in work_dir/nll/<name>.npy (float32, target i = held-out token i + 1)."""
         heldout = self.heldout()
         model = model_source().to(self.device)
         result = evaluate_perplexity(model, heldout, seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
@@ -173,9 +182,13 @@ class RetrainStudy:
         nll_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(nll_path) as f:
             np.save(f, result.token_nll)
+        if self.cfg.curve_interval and name == "teacher":  # where the arms' val curves aim (they start at the base)
+            val = SplitTokens(self.cfg.data_dir, "val")[: self.cfg.curve_tokens].astype(np.int64)
+            extra["curve_val_loss"] = evaluate_perplexity(model, val, seq_len=self.cfg.seq_len, device=self.device,
+                                                          autocast_dtype=self.amp_dtype, progress=False).loss
         write_json(self.results / f"{name}.json", {
             "name": name, "heldout": list(self.heldout_range), "perplexity": result.as_dict(),
-            "by_frequency": tail.bucket_perplexity(heldout[1:], result.token_nll, self.buckets)})
+            "by_frequency": tail.bucket_perplexity(heldout[1:], result.token_nll, self.buckets), **extra})
 
     @functools.cached_property
     def student_blocks(self) -> list[int]:
@@ -187,7 +200,8 @@ class RetrainStudy:
 
     # ---- 3. the sets
     def set_data(self, name: str, seed: int) -> Path:
-        """A set's folder (part A or B, a synthetic set, the real subset, a challenge set), made first if absent."""
+        """A set's folder (part A or B, a synthetic set, the real subset, a challenge set, a third-edition set), made
+        first if absent."""
         if name in self.dirs:
             return self.part(name)
         out = self.set_dir(name, seed)
@@ -198,16 +212,40 @@ class RetrainStudy:
             make_subset(SubsetConfig(data_dir=str(self.part(PART_B)), like=str(like), out_dir=str(out), seed=seed))
         elif name in CHALLENGE:
             self.challenge_set(name, seed)
-        else:
+        elif name in self.samplings:
             self.synthetic_set(*self.samplings[name], seed)
+        else:
+            self.third_edition_set(name, seed)
         return out
 
-    def synthetic_set(self, alpha: float, min_p: float, seed: int) -> None:
+    def third_edition_set(self, name: str, seed: int) -> None:
+        """The less-data, mixture, token-edit and deduplicated sets (studies/retrain_sets.py, data/token_edit.py)."""
+        cfg, out, m = self.cfg, self.set_dir(name, seed), self.cfg.extra_min_p
+        for share in cfg.less_data_shares:
+            if name == f"real{share:g}":
+                return write_less_data(out, self.set_data(REAL, seed), share, cfg.set_tokens)
+        for share, alpha in ((s, a) for s in cfg.mix_shares for a in cfg.mix_alphas):
+            if name == mix_name(share, set_name(alpha, m)):
+                return write_mixture(out, self.set_data(REAL, seed), self.set_data(set_name(alpha, m), seed),
+                                     share, cfg.set_tokens, seed)
+        for alpha in cfg.edit_alphas:
+            if name == edit_name(cfg.edit_share, alpha, m):
+                return token_edit(TokenEditConfig(
+                    teacher=self.teacher_checkpoint(), data_dir=str(self.part(PART_B)), out_dir=str(out), alpha=alpha,
+                    min_p=m, edit_share=cfg.edit_share, n_tokens=cfg.set_tokens,
+                    chunk_tokens=cfg.prompt_tokens + cfg.gen_tokens, seed=seed, device=cfg.device), argv=[])
+        for alpha in cfg.dedup_alphas:
+            if name == f"{set_name(alpha, m)},dedup":
+                return self.synthetic_set(alpha, m, seed, out=out, max_shared_ngrams=cfg.dedup_max_shared)
+        raise ValueError(f"no set is named {name!r} in this study's plan")
+
+    def synthetic_set(self, alpha: float, min_p: float, seed: int, out: Path | None = None, **filters) -> None:
         cfg = self.cfg
         distill(DistillConfig(
             teacher=self.teacher_checkpoint(), data_dir=str(self.part(PART_B)),
-            out_dir=str(self.set_dir(set_name(alpha, min_p), seed)), alpha=alpha, min_p=min_p, n_tokens=cfg.set_tokens,
-            prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed, device=cfg.device, preview=5))
+            out_dir=str(out or self.set_dir(set_name(alpha, min_p), seed)), alpha=alpha, min_p=min_p,
+            n_tokens=cfg.set_tokens, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, seed=seed,
+            device=cfg.device, preview=5, **filters))
 
     def set_statistics(self, set_dir: Path) -> None:
         """What a set holds (studies.sets.set_statistics) and what the teacher thought of it: results/sets/<set>.json."""
@@ -261,12 +299,17 @@ class RetrainStudy:
             shard_tokens=100_000_000, argv=[], prog=["python", "-m", "studies", "retrain"])
 
     # ---- the arms
-    def continue_base(self, name: str, data: str, seed: int) -> None:
-        """The base continued for arm_steps on a set (or part), evaluated on the held-out slice."""
-        cfg = self.cfg
-        best = self.trained(name, init=self.base_checkpoint(), max_steps=cfg.arm_steps, lr=cfg.arm_lr,
-                            data_dir=str(self.set_data(data, seed)), seed=seed)
-        self.evaluate(name, lambda: load_model(best))
+    def continue_base(self, arm: Arm, seed: int) -> None:
+        """The base continued for arm_steps on the arm's set (or part), with the arm's own flags, evaluated on the
+        held-out slice; with curve_interval, its val curve (and the set's generation seconds) kept in the record."""
+        cfg, name = self.cfg, f"{arm.name}-s{seed}"
+        data = self.set_data(arm.data, seed)
+        curve = {"eval_interval": cfg.curve_interval, "eval_tokens": cfg.curve_tokens, "keep": "last"} \
+            if cfg.curve_interval else {}
+        weights = self.trained(name, **{"init": self.base_checkpoint(), "max_steps": cfg.arm_steps, "lr": cfg.arm_lr,
+                                        "data_dir": str(data), "seed": seed, **curve, **dict(arm.train)})
+        extra = {"curve": val_curve(self.run_dir(name)), "set_seconds": generation_seconds(data)} if curve else {}
+        self.evaluate(name, lambda: load_model(weights), **extra)
 
     def kd_student(self, name: str, data: str, weight: float, seed: int) -> None:
         """A student cut from the teacher, trained for arm_steps with its soft targets (train.py --teacher)."""
@@ -294,18 +337,30 @@ class RetrainStudy:
             plan += self.seed_pieces(seed)
         return plan
 
+    @property
+    def set_names(self) -> list[str]:
+        """Every set an arm trains on, once, in order (the parts are not sets)."""
+        return [n for n in dict.fromkeys([*self.samplings, *(a.data for a in arms(self.cfg))]) if n not in self.dirs]
+
+    @property
+    def arm_evals(self) -> int:
+        """Val evaluations of an arm: at its start and end, and every curve_interval steps."""
+        return 2 + (self.cfg.arm_steps // self.cfg.curve_interval if self.cfg.curve_interval else 0)
+
     def seed_pieces(self, seed: int) -> list[Piece]:
         cfg, held = self.cfg, self.heldout_range[1] - self.heldout_range[0]
         rows = math.ceil(cfg.set_tokens / (cfg.prompt_tokens + cfg.gen_tokens + 1))  # sequences, in whole batches:
         batch = DistillConfig.batch_size
-        units = {name: COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens for name in self.samplings}
+        drawn = [*self.samplings, *(f"{set_name(a, cfg.extra_min_p)},dedup" for a in cfg.dedup_alphas)]
+        units = {name: COST["generate"] * math.ceil(rows / batch) * batch * cfg.gen_tokens for name in drawn}
+        units |= {edit_name(cfg.edit_share, a, cfg.extra_min_p): COST["eval"] * cfg.set_tokens for a in cfg.edit_alphas}
         plan = [Piece(f"set {name}-s{seed}", self.results / "sets" / f"{name}-s{seed}.json", units.get(name, 0.0),
                       lambda name=name: self.set_statistics(self.set_data(name, seed)))
-                for name in [*self.samplings, REAL, *CHALLENGE]]
-        plan += [Piece(f"arm {arm}-s{seed}", self.results / f"{arm}-s{seed}.json",
-                       self.train_units(cfg.arm_steps) + held,
-                       lambda arm=arm: self.continue_base(f"{arm}-s{seed}", arm, seed))
-                 for arm in arm_names(cfg)]
+                for name in self.set_names]
+        plan += [Piece(f"arm {arm.name}-s{seed}", self.results / f"{arm.name}-s{seed}.json",
+                       self.train_units(cfg.arm_steps, evals=self.arm_evals) + held,
+                       lambda arm=arm: self.continue_base(arm, seed))
+                 for arm in arms(cfg)]
         plan += [Piece(f"student {student}-s{seed}", self.results / f"{student}-s{seed}.json",
                        self.train_units(cfg.arm_steps, "kd") + held,
                        lambda s=student, d=data, w=weight: self.kd_student(f"{s}-s{seed}", d, w, seed))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from gpt2.cli import parse_config
 from gpt2.formatting import fixed
 from gpt2.metrics.tail import BUCKETS
 from studies.plots import gain_plot
-from studies.stats import mean_ci, paired_contrast, perplexity_ci, trend_test
+from studies.stats import holm, mean_ci, paired_contrast, perplexity_ci, sign_flip_test, trend_test
 
 REFERENCES = ("unigram", "bigram", "base", "teacher", "student-cut")
 WHAT = {"unigram": "add-one unigram of the train split", "bigram": "interpolated bigram of the train split",
@@ -70,9 +71,20 @@ def summarize(results: Path, name: str, ref: str, seeds: list[int], refs: dict[s
         row["vs_base"] = mean_ci([v - base for v in losses])
         if "teacher" in refs and refs["teacher"]["loss"] < base:
             row["gain_kept"] = mean_ci([(base - v) / (base - refs["teacher"]["loss"]) for v in losses])
+        base_f, teacher_f = (frequent_loss(refs[k]["by_frequency"]) if k in refs else None for k in ("base", "teacher"))
+        if teacher_f is not None and teacher_f < base_f:
+            row["gain_kept_frequent"] = mean_ci([(base_f - frequent_loss(r["by_frequency"])) / (base_f - teacher_f)
+                                                 for r in runs.values()])
     if name != ref:
         row["vs_real"] = {"against": ref, **(paired(results, name, ref, seeds) or {})}
     return row
+
+
+def frequent_loss(by_frequency: dict) -> float:
+    """Mean NLL over the frequent ("head") and mid-frequency targets together (gpt2.metrics.tail's buckets): the
+    targets a fine-tuning gain can be read on without the rare and unseen types that dominate the mean."""
+    parts = [by_frequency[b] for b in ("head", "mid")]
+    return sum(p["mean_nll"] * p["n_targets"] for p in parts) / sum(p["n_targets"] for p in parts)
 
 
 def _mean(values: list) -> float | None:
@@ -98,7 +110,24 @@ def change(ci: dict | None) -> str:
 def contrast(c: dict | None) -> str:
     if not c or "p" not in c:
         return ""
-    return f"×{math.exp(c['mean']):.3f} [{math.exp(c['low']):.3f}, {math.exp(c['high']):.3f}], p = {c['p']:.2g}"
+    text = f"×{math.exp(c['mean']):.3f} [{math.exp(c['low']):.3f}, {math.exp(c['high']):.3f}], p = {c['p']:.2g}"
+    flip = c.get("sign_flip")
+    return text + (f" (sign-flip {flip['p']:.2g})" if flip else "") + (f", Holm {c['holm']:.2g}" if "holm" in c else "")
+
+
+def versus(c: dict | None) -> str:
+    """contrast(), naming the arm it is against where that is not real text of the same size."""
+    return "" if not c else (f"vs {c['against']}: " if c["against"] != "real" and "p" in c else "") + contrast(c)
+
+
+def adjust_for_multiplicity(arms: dict[str, dict], contrasts: list[dict]) -> int:
+    """Holm-adjusted p-values ("holm") on every paired test of the report, one family; returns its size."""
+    tests = {f"{name} vs {row['vs_real']['against']}": row["vs_real"] for name, row in arms.items()
+             if "p" in row.get("vs_real", {})}
+    tests |= {f"{c['a']} vs {c['b']}": c for c in contrasts if "p" in c}
+    for key, p in holm({k: c["p"] for k, c in tests.items()}).items() if tests else ():
+        tests[key]["holm"] = p
+    return len(tests)
 
 
 def buckets(by_frequency: dict) -> str:
@@ -106,11 +135,9 @@ def buckets(by_frequency: dict) -> str:
 
 
 def synthetic(name: str) -> tuple[float, float] | None:
-    """'alpha=A,min_p=M' -> (A, M); None for any other arm."""
-    if not name.startswith("alpha=") or ",min_p=" not in name:
-        return None
-    alpha, min_p = name.removeprefix("alpha=").split(",min_p=")
-    return float(alpha), float(min_p)
+    """'alpha=A,min_p=M' -> (A, M); None for any other arm (a mixture, an edit, a deduplicated set, ...)."""
+    match = re.fullmatch(r"alpha=([-+\d.e]+),min_p=([\d.e-]+)", name)
+    return (float(match[1]), float(match[2])) if match else None
 
 
 def contrast_pairs(names: list[str]) -> list[tuple[str, str, str]]:
@@ -129,6 +156,13 @@ def contrast_pairs(names: list[str]) -> list[tuple[str, str, str]]:
                   for narrow, wide in zip(min_ps, min_ps[1:])]
     wanted = [("hardest", "middle", "harder real chunks"), ("easiest", "middle", "easier real chunks"),
               ("part-b", "real", "all of part B, not a same-size sample"), ("real", "part-a", "new real text")]
+    for name in names:  # the third edition's: less real data, and what synthetic text adds to it
+        if match := re.fullmatch(r"(real[\d.]+)\+(.+)", name):
+            wanted.append((name, match[1], "the rest of the size as synthetic text"))
+        elif re.fullmatch(r"real[\d.]+", name):
+            wanted.append((name, "real", "less real text, the same steps"))
+        elif match := re.fullmatch(r"real@(lr=.+)", name):
+            wanted.append((name, "real", f"the second recipe ({match[1]})"))
     return pairs + [(a, b, what) for a, b, what in wanted if a in names and b in names]
 
 
@@ -153,12 +187,14 @@ def paired(results: Path, a: str, b: str, seeds: list[int]) -> dict | None:
     common = [s for s in seeds if s in la and s in lb]
     if len(common) < 2:
         return None
-    return paired_contrast([la[s]["perplexity"]["loss"] for s in common], [lb[s]["perplexity"]["loss"] for s in common])
+    c = paired_contrast([la[s]["perplexity"]["loss"] for s in common], [lb[s]["perplexity"]["loss"] for s in common])
+    return {**c, "sign_flip": sign_flip_test(c["differences"])}
 
 
 def headline_table(refs: dict[str, dict], arms: dict[str, dict], what: dict[str, str]) -> list[str]:
     lines = ["| arm | what | seeds | held-out ppl [95% CI] | vs base [95% CI] | fine-tuning gain kept [95% CI] | "
-             "vs real, paired by seed [95% CI] |", "|---|---|---:|---:|---:|---:|---:|"]
+             "gain kept, frequent + mid targets | vs real, paired by seed [95% CI] |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     base, teacher = refs.get("base", {}).get("loss"), refs.get("teacher", {}).get("loss")
     for name, row in refs.items():
         single = None if base is None or name not in ("teacher", "student-cut") else \
@@ -166,10 +202,11 @@ def headline_table(refs: dict[str, dict], arms: dict[str, dict], what: dict[str,
         kept = f"{(base - row['loss']) / (base - teacher):.2f}" if single and teacher is not None else ""
         seeds = "—" if name in ("unigram", "bigram") else "1"
         lines.append(f"| {name} | {WHAT[name]} | {seeds} | {math.exp(row['loss']):,.1f} | {change(single)} | "
-                     f"{kept} | |")
+                     f"{kept} | | |")
     for name, row in arms.items():
         lines.append(f"| {name} | {what[name]} | {len(row['seeds'])} | {perplexity_ci(row['loss'], ',')} | "
-                     f"{change(row.get('vs_base'))} | {share(row.get('gain_kept'))} | {contrast(row.get('vs_real'))} |")
+                     f"{change(row.get('vs_base'))} | {share(row.get('gain_kept'))} | "
+                     f"{share(row.get('gain_kept_frequent'))} | {versus(row.get('vs_real'))} |")
     return lines
 
 
@@ -220,9 +257,11 @@ def report(results: Path) -> str:
     contrasts = [{"a": a, "b": b, "what": w, **(paired(results, a, b, seeds) or {})}
                  for a, b, w in contrast_pairs(list(arms))]
     trends = alpha_trends(results, list(arms), seeds)
+    family = adjust_for_multiplicity(arms, contrasts)
     begin, end = plan["heldout"]
     lines = [f"## The seed's regime: the base continued on each set, and the KD students (held-out: test tokens "
-             f"{begin:,} to {end:,})", "", HEADLINE_NOTE, "", *headline_table(refs, arms, what), "",
+             f"{begin:,} to {end:,})", "", HEADLINE_NOTE, MULTIPLICITY_NOTE.format(family), "",
+             *headline_table(refs, arms, what), "",
              "### Paired contrasts (held-out perplexity ratio, by seed)", "", *contrasts_table(contrasts, trends), "",
              "### Held-out perplexity by the target's frequency in the train split (mean over seeds)", "",
              *bucket_table(refs, arms), "", "### The sets (mean over seeds)", "", *sets_table(results)]
@@ -240,6 +279,11 @@ HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. F
                  "arm loss) / (base loss - teacher loss), 1 = all of what fine-tuning gave, 0 = none. vs real: each "
                  "arm against the base continued on real text of the same size, paired by seed; a KD student "
                  "against the KD student on real text at its own weight. Count baselines have no seeds (—).")
+
+
+MULTIPLICITY_NOTE = (" Each paired test gives the t-test's p, the exact sign-flip test's (distribution-free; n seeds "
+                     "cannot go below 2 / 2^n, 0.0625 at 5) and Holm's adjustment of the t-test's p over all {} "
+                     "paired tests of this report, one family: read a contrast as shown only where Holm's p is small.")
 
 
 @dataclass
