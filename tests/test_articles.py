@@ -99,6 +99,7 @@ def test_split():
     return text, encode_documents([text], threads=1)
 
 
+@pytest.mark.shared
 def test_article_starts_on_the_test_split(test_split):
     """60 articles (the number Wikitext-2's test split was published with), each start where its heading line
     is. The study's cut at 60,000 falls inside "Temnospondyli", tokens 55,695 to 66,897."""
