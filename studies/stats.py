@@ -217,7 +217,8 @@ def sign_flip_test(differences: list[float]) -> dict:
                          "the test to use")
     bad = [i for i, d in enumerate(diffs) if not math.isfinite(d)]
     if bad:
-        raise ValueError(f"sign_flip_test: difference {bad[0]} is {diffs[bad[0]]} (a diverged run?): leave that seed out")
+        raise ValueError(f"sign_flip_test: difference {bad[0]} is {diffs[bad[0]]} (a diverged run?): "
+                         "leave that seed out")
     sums = [0.0]
     for d in diffs:  # every assignment's sum, each added up in the same order as the observed one
         sums = [s + d for s in sums] + [s - d for s in sums]
