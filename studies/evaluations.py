@@ -3,6 +3,9 @@
     dev-test   test tokens [0, dev_test_tokens)                         every choice is made here (or on val)
     held-out   test tokens [dev_test_tokens, + heldout_tokens, or end)  every headline figure; no choice reads it
 
+(or, given the split's article starts, both cuts moved to the nearest boundary between Wikitext articles:
+cut_test_split's `starts`, from data.articles.article_starts).
+
 Each evaluation is written once per slice, side by side, under the sweep's results folder:
 
     dev/<name>.json, heldout/<name>.json                 a model (evaluate.py's JSON, or a base model's perplexity)
@@ -27,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from data.articles import snap_to_article
 from data.loader import SplitTokens, training_data
 from gpt2 import evaluation, trainer
 from gpt2.atomic import atomic_open
@@ -49,14 +53,30 @@ class TestSlice:
     n_tokens: int  # its length
 
 
-def cut_test_split(n_test: int, dev_test_tokens: int, heldout_tokens: int) -> tuple[TestSlice, TestSlice]:
-    """(dev-test, held-out) of a test split of n_test tokens; heldout_tokens 0: to the end of the split."""
-    rest = n_test - dev_test_tokens
-    if dev_test_tokens < 2 or rest < 2:
-        raise ValueError(f"--dev_test_tokens {dev_test_tokens:,} must leave at least 2 tokens on each side of the "
-                         f"{n_test:,}-token test split: lower it")
-    held = min(heldout_tokens, rest) if heldout_tokens else rest
-    return TestSlice(DEV, 0, dev_test_tokens), TestSlice(HELDOUT, dev_test_tokens, held)
+def cut_test_split(n_test: int, dev_test_tokens: int, heldout_tokens: int,
+                   starts: np.ndarray | None = None) -> tuple[TestSlice, TestSlice]:
+    """(dev-test, held-out) of a test split of n_test tokens; heldout_tokens 0: to the end of the split.
+
+    With `starts` (data.articles.article_starts of the split), both cuts fall between articles: the dev-test
+    ends at the article start nearest to dev_test_tokens (data.articles.snap_to_article), and the held-out
+    slice ends at the article boundary nearest to its first token + heldout_tokens, the split's end counting as
+    one (the end of its last article) and the held-out slice keeping at least one article; to the end of the
+    split when heldout_tokens is 0 or reaches past it. Without, the cuts are at exactly those token counts."""
+    starts = None if starts is None else np.asarray(starts, dtype=np.int64)
+    dev = dev_test_tokens if starts is None else snap_to_article(starts, dev_test_tokens)
+    rest = n_test - dev
+    if dev < 2 or rest < 2:
+        snapped = "" if dev == dev_test_tokens else f" (snapped to the article start at token {dev:,})"
+        raise ValueError(f"--dev_test_tokens {dev_test_tokens:,}{snapped} must leave at least 2 tokens on each side "
+                         f"of the {n_test:,}-token test split: lower it")
+    if not heldout_tokens or heldout_tokens >= rest:
+        held = rest
+    elif starts is None:
+        held = heldout_tokens
+    else:
+        ends = np.append(starts[starts > dev], n_test)  # the boundaries after the held-out slice's first article
+        held = snap_to_article(ends, dev + heldout_tokens) - dev
+    return TestSlice(DEV, 0, dev), TestSlice(HELDOUT, dev, held)
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -2,6 +2,7 @@
 
     dose_response_plot   the sweep: held-out perplexity against alpha (results/study/dose_response.png)
     gain_plot            the retrain study: the share of fine-tuning's gain each arm kept (gain_kept.png)
+    curves_plot          val loss against training time, one curve per run, with the time-to-gain thresholds
 """
 
 from __future__ import annotations
@@ -79,6 +80,36 @@ def gain_plot(arms: dict[str, dict], results: Path) -> Path | None:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path = results / "gain_kept.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def curves_plot(curves: dict[str, list[dict]], path: Path, thresholds: dict[str, float]) -> Path | str:
+    """Val loss against elapsed seconds, one line per run ({name: studies.time_to_gain.val_curve(...)}), each
+    evaluation a marker; `thresholds` ({label: val loss}, e.g. "50% of the gain": start - 0.5 gain) as dashed
+    horizontal lines. To count a set's generation time, add it to its curve's elapsed_s before passing it.
+    Returns the path written, or, where matplotlib is not installed, a note saying no plot was drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"no plot at {path}: matplotlib is not installed (pip install -e .[plot])"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        ax.plot([p["elapsed_s"] for p in curve], [p["val_loss"] for p in curve], marker="o", markersize=3,
+                label=name)
+    for label, loss in thresholds.items():
+        ax.axhline(loss, color="tab:gray", linestyle="--", linewidth=1)
+        ax.text(ax.get_xlim()[1], loss, f" {label}", color="tab:gray", va="center", fontsize=8)
+    ax.set(xlabel="elapsed seconds (at each evaluation)", ylabel="val loss", title="Time to gain")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -7,11 +7,17 @@ interval says so.
 Two arms compared on the same seeds are compared seed by seed (`paired_contrast`: a paired t-test), and a
 dose-response over seeds is a slope with seed as a fixed effect (`trend_test`). Their p-values need
 Student's t distribution function, computed here (`t_cdf`) so that the product needs no scipy.
+
+Two checks on those p-values: `sign_flip_test`, the exact paired permutation test, which assumes no normal
+distribution (only that, with no difference between the arms, each seed's difference is as likely negative as
+positive) and says how small a p-value n seeds can give at all (5 seeds: 0.0625); and `holm`, Holm's
+adjustment of a family of p-values for the number of contrasts read together.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 # t(0.975, df): the two-sided 95% quantile of Student's t with df degrees of freedom.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -185,3 +191,58 @@ def perplexity_ci(loss: dict | None, grouping: str = "") -> str:
     m, h = loss["mean"], loss["half_width"]
     ppl = lambda x: f"{math.exp(x):{grouping}.1f}"  # noqa: E731
     return ppl(m) if h is None else f"{ppl(m)} [{ppl(m - h)}, {ppl(m + h)}]"
+
+
+SIGN_FLIP_MAX_N = 16  # 2^16 = 65,536 sign assignments, summed in a fraction of a second
+
+
+def sign_flip_test(differences: list[float]) -> dict:
+    """The exact paired permutation (sign-flip) test of "the mean difference is 0", two-sided.
+
+    With no difference between the arms, each seed's difference a[i] - b[i] is as likely to have either sign.
+    All 2^n sign assignments are enumerated; the p-value is the share of them whose |mean| is at least the
+    observed |mean| (ties included, the observed one among them): at least 2 / 2^n, the observed assignment
+    and its mirror image, whatever the data. Sums within 100 ulps of sum(|d|) of the observed one count as
+    ties (rounding of the same sum in another order), as scipy.stats.permutation_test does.
+    Returns {"p", "n", "min_p" (= 2 / 2^n, capped at 1: the smallest p-value n seeds can give),
+    "mean", "n_assignments" (= 2^n)}.
+    """
+    diffs = [float(d) for d in differences]
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("sign_flip_test needs at least one difference")
+    if n > SIGN_FLIP_MAX_N:
+        raise ValueError(f"sign_flip_test enumerates all 2^n sign assignments, and n = {n} is over its limit of "
+                         f"{SIGN_FLIP_MAX_N} (2^{n} = {2 ** n:,}): with that many seeds, paired_contrast's t-test is "
+                         "the test to use")
+    bad = [i for i, d in enumerate(diffs) if not math.isfinite(d)]
+    if bad:
+        raise ValueError(f"sign_flip_test: difference {bad[0]} is {diffs[bad[0]]} (a diverged run?): "
+                         "leave that seed out")
+    sums = [0.0]
+    for d in diffs:  # every assignment's sum, each added up in the same order as the observed one
+        sums = [s + d for s in sums] + [s - d for s in sums]
+    observed = abs(sums[0])  # all signs +: the data as measured
+    tolerance = 100 * sys.float_info.epsilon * sum(abs(d) for d in diffs)
+    extreme = sum(1 for s in sums if abs(s) >= observed - tolerance)
+    return {"p": extreme / len(sums), "n": n, "min_p": min(1.0, 2.0 / len(sums)), "mean": sum(diffs) / n,
+            "n_assignments": len(sums)}
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of m tests, by name (in the input's order).
+
+    Sorted ascending, p_(1) <= ... <= p_(m), the adjusted p_(i) is max over j <= i of (m - j + 1) p_(j), capped
+    at 1: the smallest family-wise error level at which Holm's step-down procedure rejects test i. Never below
+    the raw p-value, and in the same order as the raw ones (the running maximum keeps it monotone).
+    """
+    p_values = {name: float(p) for name, p in p_values.items()}
+    for name, p in p_values.items():
+        if not 0.0 <= p <= 1.0:  # nan fails this too
+            raise ValueError(f"holm: the p-value of {name!r} is {p}: a p-value lies in [0, 1]")
+    m = len(p_values)
+    adjusted, running = {}, 0.0
+    for rank, name in enumerate(sorted(p_values, key=p_values.__getitem__)):  # rank 0: the smallest p
+        running = max(running, min(1.0, (m - rank) * p_values[name]))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in p_values}

@@ -1,15 +1,17 @@
-"""Confidence intervals, the t distribution function, the paired contrast and the trend test: against
-scipy.stats (when installed), numpy least squares and hand computations, on data the tests draw themselves."""
+"""Confidence intervals, the t distribution function, the paired contrast, the trend test, the sign-flip test
+and Holm's adjustment: against scipy.stats (when installed), numpy least squares, brute force, statsmodels'
+formula written out and hand computations, on data the tests draw themselves."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from studies.stats import (T_975, format_ci, mean_ci, paired_contrast, t_975, t_cdf, t_two_sided_p,
-                                trend_test)
+from studies.stats import (T_975, format_ci, holm, mean_ci, paired_contrast, sign_flip_test, t_975, t_cdf,
+                           t_two_sided_p, trend_test)
 
 
 def test_t_table_matches_scipy():
@@ -136,3 +138,108 @@ def test_trend_test_by_hand_and_errors():
         trend_test([0, 1, 0], [0, 1, 0], [0, 0, 1])  # 3 values, 2 seeds: df = 3 - 2 - 1 = 0
     with pytest.raises(ValueError, match="never varies within a seed"):
         trend_test([0, 0, 1, 1], [0, 1, 0, 2], [0, 0, 1, 1])
+
+
+def _draw_differences(rng, n: int) -> np.ndarray:
+    """Per-seed differences: continuous ones, or small integers with ties, zeros and mirrored values."""
+    return rng.normal(0.03, 0.05, n) if rng.random() < 0.5 else rng.integers(-3, 4, n).astype(float)
+
+
+def test_sign_flip_matches_brute_force():
+    """Every sign assignment written out with itertools and numpy: the share whose |mean| reaches the observed."""
+    rng = np.random.default_rng(5)
+    for n in [1, 2, 3, 4, 5, 6, 8, 10, 12]:
+        for _ in range(3):
+            d = _draw_differences(rng, n)
+            means = [abs(np.mean(np.array(signs) * d)) for signs in itertools.product([1.0, -1.0], repeat=n)]
+            expected = sum(m >= abs(np.mean(d)) - 1e-12 for m in means) / 2**n
+            got = sign_flip_test(list(d))
+            assert got["p"] == pytest.approx(expected, rel=1e-12), d
+            assert (got["n"], got["n_assignments"], got["min_p"]) == (n, 2**n, min(1.0, 2 / 2**n))
+            assert got["mean"] == pytest.approx(np.mean(d), rel=1e-12, abs=1e-15)
+
+
+def test_sign_flip_matches_scipy_permutation_test():
+    """scipy.stats.permutation_test on paired samples (permutation_type='samples' swaps a[i] and b[i], i.e. flips
+    the sign of d[i]), every permutation (n_resamples=inf): its two-sided p, 2 min(P(T <= t), P(T >= t)), equals
+    P(|T| >= |t|) because the sign-flip distribution is symmetric. To 1e-12 relative."""
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(11)
+    for n in [2, 3, 4, 5, 7, 9, 12]:
+        for _ in range(3):
+            b = rng.normal(3.0, 0.5, n)
+            a = b + _draw_differences(rng, n)
+            ref = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), vectorized=True,
+                                         permutation_type="samples", n_resamples=np.inf, alternative="two-sided")
+            assert sign_flip_test(list(a - b))["p"] == pytest.approx(ref.pvalue, rel=1e-12), (a - b)
+
+
+def test_sign_flip_on_signed_ranks_is_the_exact_wilcoxon_test():
+    """On signed ranks (distinct |d|, no zeros), the mean's sign-flip test is Wilcoxon's signed-rank test: the
+    sum of signed ranks is 2 T+ - n(n + 1)/2. scipy.stats.wilcoxon(method='exact'), to 1e-12 relative."""
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    for n in [3, 5, 6, 8, 10, 14]:
+        d = rng.normal(0.2, 1.0, n)
+        ranks = stats.rankdata(np.abs(d))
+        ref = stats.wilcoxon(d, method="exact")
+        assert sign_flip_test(list(np.sign(d) * ranks))["p"] == pytest.approx(ref.pvalue, rel=1e-12), d
+
+
+def test_sign_flip_edge_cases_and_errors():
+    assert sign_flip_test([0.0, 0.0, 0.0])["p"] == 1.0  # no difference at all: every assignment ties
+    one = sign_flip_test([0.4])
+    assert one["p"] == 1.0 and one["min_p"] == 1.0 and one["n_assignments"] == 2  # one seed says nothing
+    five = sign_flip_test([0.1, 0.2, 0.15, 0.3, 0.05])  # every seed the same way: the floor of 5 seeds
+    assert five["p"] == five["min_p"] == 0.0625
+    assert sign_flip_test([1.0, -1.0, 2.0, -2.0])["p"] == 1.0  # observed mean 0
+    # 10 of the 16 assignments reach |sum| 0.4, one of them only up to rounding: flipping 0.1, 0.2 and -0.3
+    # (which sum to 0) gives 0.39999999999999997 against the observed 0.4000000000000001; a tie, not 9 / 16
+    assert sign_flip_test([0.1, 0.2, -0.3, 0.4])["p"] == 10 / 16
+    assert sign_flip_test([1.0] * 16)["p"] == 2 / 2**16
+    with pytest.raises(ValueError, match="n = 17 is over its limit of 16"):
+        sign_flip_test([1.0] * 17)
+    with pytest.raises(ValueError, match="at least one"):
+        sign_flip_test([])
+    with pytest.raises(ValueError, match="difference 1 is nan"):
+        sign_flip_test([1.0, math.nan])
+
+
+def _statsmodels_holm(p: np.ndarray) -> np.ndarray:
+    """statsmodels.stats.multitest.multipletests(p, method='holm')[1], its code written out (statsmodels 0.14)."""
+    order = np.argsort(p)
+    ntests = len(p)
+    corrected = np.maximum.accumulate(p[order] * np.arange(ntests, 0, -1))
+    corrected[corrected > 1] = 1
+    out = np.empty_like(corrected)
+    out[order] = corrected
+    return out
+
+
+def test_holm_by_hand():
+    """m = 4, sorted d < a < c < b: 4 x 0.005, 3 x 0.01, 2 x 0.03, then b's 1 x 0.04 raised to the running 0.06."""
+    got = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005})
+    assert list(got) == ["a", "b", "c", "d"]
+    assert got == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": 0.02})
+    assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}  # 2 x 0.6 capped at 1, and y never below x
+    assert holm({"only": 0.2}) == {"only": 0.2} and holm({}) == {}
+    with pytest.raises(ValueError, match="'b' is 1.5"):
+        holm({"a": 0.1, "b": 1.5})
+    with pytest.raises(ValueError, match="is nan"):
+        holm({"a": math.nan})
+
+
+def test_holm_matches_statsmodels_formula():
+    """Random families (with ties and p-values near 1): statsmodels' formula to 1e-15; never below the raw
+    p-value, and ordered as the raw ones are."""
+    rng = np.random.default_rng(29)
+    for m in [1, 2, 3, 5, 8, 20]:
+        for _ in range(5):
+            p = rng.uniform(0, 1, m) ** 3
+            p[rng.random(m) < 0.2] = p[0]  # ties
+            got = holm({f"t{i}": v for i, v in enumerate(p)})
+            adjusted = np.array(list(got.values()))
+            np.testing.assert_allclose(adjusted, _statsmodels_holm(p), rtol=1e-15, atol=0)
+            assert np.all(adjusted >= p) and np.all(adjusted <= 1)
+            order = np.argsort(p, kind="stable")
+            assert np.all(np.diff(adjusted[order]) >= 0)

@@ -1,0 +1,62 @@
+"""Time to gain: how long a run took to win a given share of what fine-tuning gave, read from its log.jsonl.
+
+The gain is start_loss - end_loss (e.g. the base's val loss minus the teacher's); the threshold of a fraction f
+is start_loss - f * gain, and a run reaches it at its first evaluation whose val loss is at or below it. The
+answer is resolved to the evaluation interval: the step and time of that evaluation, never a point
+interpolated between two evaluations (the run may have crossed anywhere since the one before).
+
+Time is gpt2/trainer.py's elapsed_s: wall seconds since the run began (summed over a resumed run's sessions),
+earlier evaluations included. An eval line carries no time of its own; it is written right after the train
+line of the same step, whose elapsed_s it takes (the evaluation's own seconds are not in it). The evaluation at
+step 0, before any training, is at 0 s. What the run needed before it started (generating its training set)
+is passed in as extra_seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpt2.records import read_log
+
+
+def val_curve(run_dir: str | Path) -> list[dict]:
+    """[{"step", "val_loss", "elapsed_s"}] for every eval line of run_dir/log.jsonl, in the log's order;
+    elapsed_s is that of the train line of the same step (0.0 at step 0)."""
+    records = read_log(run_dir)
+    elapsed = {r["step"]: r["elapsed_s"] for r in records if r.get("kind") == "train"}
+    curve = []
+    for r in records:
+        if r.get("kind") != "eval":
+            continue
+        step = r["step"]
+        if step != 0 and step not in elapsed:
+            raise ValueError(f"{Path(run_dir) / 'log.jsonl'}: the evaluation at step {step} has no train line of "
+                             "that step to take its time from (a damaged log?): run the training again")
+        curve.append({"step": step, "val_loss": r["val_loss"], "elapsed_s": elapsed.get(step, 0.0)})
+    return curve
+
+
+def time_to_gain(curve: list[dict], start_loss: float, end_loss: float, fractions: tuple[float, ...] = (0.5, 0.8),
+                 extra_seconds: float = 0.0) -> dict:
+    """When `curve` (val_curve's) first reached each fraction of the gain start_loss - end_loss.
+
+    For each f: threshold = start_loss - f * gain; the first point with val_loss <= threshold gives "step" and
+    "seconds" = its elapsed_s + extra_seconds; both None when no point reaches it. Resolved to the evaluation
+    interval (no interpolation). Returns {"gain", "start_loss", "end_loss", "extra_seconds",
+    "reached": [{"fraction", "threshold", "step", "seconds"}, one per fraction, in order]}.
+    """
+    gain = start_loss - end_loss
+    if not gain > 0:
+        raise ValueError(f"time_to_gain: start loss {start_loss} minus end loss {end_loss} is {gain}, not a gain: "
+                         "the end (e.g. the fine-tuned teacher) must have the lower loss")
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ValueError(f"time_to_gain: fraction {bad[0]} is not a share of the gain: give fractions in (0, 1]")
+    reached = []
+    for f in fractions:
+        threshold = start_loss - f * gain
+        first = next((p for p in curve if p["val_loss"] <= threshold), None)
+        reached.append({"fraction": f, "threshold": threshold, "step": None if first is None else first["step"],
+                        "seconds": None if first is None else first["elapsed_s"] + extra_seconds})
+    return {"gain": gain, "start_loss": start_loss, "end_loss": end_loss, "extra_seconds": extra_seconds,
+            "reached": reached}
