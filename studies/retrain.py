@@ -51,6 +51,7 @@ from typing import Callable
 
 import numpy as np
 
+from data.articles import article_starts
 from data.distill import DistillConfig, DistillError, distill
 from data.loader import SplitTokens
 from data.sequences import write_sequences
@@ -99,8 +100,10 @@ class RetrainStudy:
         self.n_a = int(len(self.train_tokens) * cfg.part_a_share) if cfg.pretrains_base else 0  # part B: all
         self.train_counts = tail.type_counts(self.train_tokens)
         self.buckets = tail.frequency_buckets(self.train_counts)
-        n_test = len(SplitTokens(cfg.data_dir, "test"))
-        _, held = cut_test_split(n_test, cfg.dev_test_tokens, cfg.heldout_tokens)  # the study's own cut
+        test = SplitTokens(cfg.data_dir, "test")
+        starts = article_starts(test[:]) if cfg.article_cut else None  # the cut between articles, or at counts
+        _, held = cut_test_split(len(test), cfg.dev_test_tokens, cfg.heldout_tokens, starts)  # the study's own cut
+        n_test = len(test)
         if held.n_tokens < cfg.seq_len:
             raise ValueError(f"the test split ({n_test:,} tokens) leaves no held-out slice of --seq_len {cfg.seq_len} "
                              f"after the dev-test's --dev_test_tokens {cfg.dev_test_tokens:,}")

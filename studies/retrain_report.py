@@ -28,8 +28,9 @@ from gpt2.atomic import atomic_open
 from gpt2.cli import parse_config
 from gpt2.formatting import fixed
 from gpt2.metrics.tail import BUCKETS
-from studies.plots import gain_plot
+from studies.plots import curves_plot, gain_plot
 from studies.stats import holm, mean_ci, paired_contrast, perplexity_ci, sign_flip_test, trend_test
+from studies.time_to_gain import arm_times, times_table
 
 REFERENCES = ("unigram", "bigram", "base", "teacher", "student-cut")
 WHAT = {"unigram": "add-one unigram of the train split", "bigram": "interpolated bigram of the train split",
@@ -265,6 +266,7 @@ def report(results: Path) -> str:
              "### Paired contrasts (held-out perplexity ratio, by seed)", "", *contrasts_table(contrasts, trends), "",
              "### Held-out perplexity by the target's frequency in the train split (mean over seeds)", "",
              *bucket_table(refs, arms), "", "### The sets (mean over seeds)", "", *sets_table(results)]
+    lines += time_section(results, list(arms), seeds)
     text = "\n".join(lines) + "\n"
     with atomic_open(results / "study-retrain.md") as f:
         f.write(text.encode())
@@ -273,6 +275,30 @@ def report(results: Path) -> str:
                             indent=2) + "\n").encode())
     gain_plot(arms, results)
     return text
+
+
+def time_section(results: Path, names: list[str], seeds: list[int]) -> list[str]:
+    """Time to gain (studies/time_to_gain.py) where the arms kept val curves, and their plot (seed 0's curves)."""
+    teacher = read(results / "teacher.json") or {}
+    if "curve_val_loss" not in teacher:
+        return []
+    times = {n: t for n in names if (t := arm_times(arm_losses(results, n, seeds), teacher["curve_val_loss"]))}
+    if not times:
+        return []
+    curves = {n: [{**p, "elapsed_s": p["elapsed_s"] + r.get("set_seconds", 0.0)} for p in r["curve"]]
+              for n in times if (r := read(results / f"{n}-s{seeds[0]}.json"))}
+    base = next(iter(curves.values()))[0]["val_loss"]
+    gain = base - teacher["curve_val_loss"]
+    drawn = curves_plot(curves, results / "time_to_gain.png", {"50% of the gain": base - 0.5 * gain,
+                                                               "80% of the gain": base - 0.8 * gain})
+    return ["", "### Time to gain (val slice; seconds include the set's generation)", "", TIME_NOTE, "",
+            *times_table(times), "", f"Seed {seeds[0]}'s curves: {drawn}."]
+
+
+TIME_NOTE = ("Each arm's val loss on a fixed slice of the val split every curve_interval steps; the fine-tuning gain is "
+             "the base's loss there (each curve's step 0) minus the teacher's. For 50% and 80% of it: the seeds whose "
+             "curve reached it, and the median step and wall seconds (training so far plus the time that made the "
+             "set) of the first evaluation at or below it, resolved to the evaluation interval.")
 
 
 HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. Fine-tuning gain kept: (base loss - "

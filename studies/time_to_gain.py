@@ -15,6 +15,7 @@ is passed in as extra_seconds.
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 
 from gpt2.records import read_log
 
@@ -60,3 +61,33 @@ def time_to_gain(curve: list[dict], start_loss: float, end_loss: float, fraction
                         "seconds": None if first is None else first["elapsed_s"] + extra_seconds})
     return {"gain": gain, "start_loss": start_loss, "end_loss": end_loss, "extra_seconds": extra_seconds,
             "reached": reached}
+
+
+def arm_times(records: dict[int, dict], teacher_loss: float) -> dict | None:
+    """An arm's time to gain over its seeds ({seed: its result record, holding "curve" and "set_seconds"}): per
+    fraction, the steps and seconds (the set's generation included) of the seeds that reached it, and how many
+    did. The gain is each seed's start (its curve's step-0 evaluation: the base) minus the teacher's loss on the
+    same val slice. None where the records have no curves."""
+    runs = [time_to_gain(r["curve"], r["curve"][0]["val_loss"], teacher_loss, extra_seconds=r.get("set_seconds", 0.0))
+            for r in records.values() if r.get("curve") and r["curve"][0]["step"] == 0]
+    if not runs:
+        return None
+    out = {}
+    for i, fraction in enumerate(runs[0]["reached"]):
+        hits = [run["reached"][i] for run in runs if run["reached"][i]["step"] is not None]
+        out[f"{fraction['fraction']:g}"] = {"seeds": len(runs), "reached": len(hits),
+                                            "steps": sorted(h["step"] for h in hits),
+                                            "seconds": sorted(h["seconds"] for h in hits)}
+    return out
+
+
+def times_table(times: dict[str, dict]) -> list[str]:
+    """Markdown rows: per arm and fraction of the gain, the median step and seconds of the seeds that reached it."""
+    fractions = next(iter(times.values())).keys() if times else []
+    head = " | ".join(f"{float(f):.0%} of the gain: seeds, median step, median s" for f in fractions)
+    lines = [f"| arm | {head} |", "|---|" + "---:|" * len(fractions)]
+    for name, by_fraction in times.items():
+        cells = [f"{t['reached']}/{t['seeds']}" + (f", {median(t['steps']):g}, {median(t['seconds']):,.0f}"
+                                                   if t["reached"] else ", never") for t in by_fraction.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
