@@ -65,7 +65,8 @@ class TokenEditConfig:
                          # (weight 1/p), 1 ordinary sampling, 0 uniform (gpt2/sampler.py)
     min_p: float = 0.1  # the plausible set: tokens with p >= min_p * p_max, in [0, 1]; 1: the teacher's argmax
     seed: int = 0  # seeds the chunks, the positions and the draws: the same seed gives the same set
-    batch_size: int = 32  # chunks per teacher forward pass
+    batch_size: int = 32  # chunks per teacher forward pass; the head reads only the positions before edits:
+                          # two (batch_size x edit_share x chunk_tokens, V) float32 tensors. Lower it if memory runs out
     shard_tokens: int = 100_000_000  # tokens per shard file
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # the teacher's weights; auto: bf16 (else fp16) on
@@ -76,7 +77,8 @@ class TokenEditConfig:
             raise ValueError(f"--n_tokens N is required, at least 2 (a separator and a token), got {self.n_tokens}")
         require_positive(self, "chunk_tokens", "batch_size", "shard_tokens")
         if not 0 < self.edit_share < 1:
-            raise ValueError(f"--edit_share must lie in (0, 1) (a share of each chunk's positions), got {self.edit_share}")
+            raise ValueError(f"--edit_share must lie in (0, 1) (a share of each chunk's positions), "
+                             f"got {self.edit_share}")
         if not math.isfinite(self.alpha):
             raise ValueError(f"--alpha must be a finite number, got {self.alpha}")
         if not 0 <= self.min_p <= 1:
@@ -184,7 +186,8 @@ def manifest_record(cfg: TokenEditConfig, teacher: GPT, train: SplitTokens, star
     editable = sum(max(len(c) - 1, 0) for c in edited)  # positions 1 .. L-1 of every chunk
     return {
         "kind": "token-edit",
-        "teacher": {"source": cfg.teacher, "n_params": teacher.num_params(), "config": dataclasses.asdict(teacher.config)},
+        "teacher": {"source": cfg.teacher, "n_params": teacher.num_params(),
+                    "config": dataclasses.asdict(teacher.config)},
         "edit": {"alpha": cfg.alpha, "min_p": cfg.min_p, "edit_share": cfg.edit_share,
                  "weights": f"p^{cfg.alpha} inside the plausible set p >= {cfg.min_p} * p_max",
                  "positions": "per chunk of L tokens, floor(edit_share * (L - 1) + 0.5) of positions 1 .. L-1, "
@@ -217,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
     except (DistillError, FileNotFoundError, ShardError) as e:
         sys.exit(f"error: {e}")
     c, q = manifest["counts"], manifest["quality"]
-    surprisal = "" if q["mean_surprisal_nats"] is None else (
-        f"; mean surprisal {q['mean_surprisal_nats']:.3f} nats (of the real tokens there: {q['real_mean_surprisal_nats']:.3f})")
+    surprisal = "" if q["mean_surprisal_nats"] is None else (f"; mean surprisal {q['mean_surprisal_nats']:.3f} nats "
+                                                             f"(the real tokens': {q['real_mean_surprisal_nats']:.3f})")
     print(f"{cfg.out_dir}: {c['tokens']:,} tokens in {c['sequences']:,} chunks of {c['chunk_tokens']}; "
           f"{c['positions_chosen']:,} positions resampled, {c['positions_changed']:,} of them changed{surprisal}")
     return manifest
