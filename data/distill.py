@@ -191,15 +191,15 @@ class SetBuilder:
 
 
 def load_teacher(source: str, device: torch.device, dtype: torch.dtype, context: int, flags: str):
-    """The teacher `source` (--teacher), which must see `context` tokens at once (`flags` names the settings
-    that ask for them), stored in the generation precision: no per-step casts of the weights."""
+    """The teacher `source` (--teacher), which must see `context` tokens at once (`flags`, e.g. "--chunk_tokens",
+    names the settings that ask for them), stored in the generation precision: no per-step casts of the weights."""
     try:
         teacher = load_model(source, device=device, dtype=dtype)
     except (CheckpointError, WeightsError, DownloadError) as e:
         raise DistillError(f"cannot load --teacher {source}: {e}") from e
     if context > teacher.config.n_positions:
-        raise DistillError(f"{flags} = {context} tokens exceed the teacher's context of "
-                           f"{teacher.config.n_positions} tokens; lower them")
+        raise DistillError(f"{context} tokens at once ({flags}) exceed the teacher's context of "
+                           f"{teacher.config.n_positions} tokens: lower {flags}")
     return teacher
 
 
@@ -213,7 +213,7 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     if len(train) < P:
         raise DistillError(f"{train!r} is shorter than one prompt of --prompt_tokens {P}")
     target = cfg.n_tokens or max(2, round((cfg.fraction or DEFAULT_FRACTION) * len(train)))
-    teacher = load_teacher(cfg.teacher, device, dtype, P + G, f"--prompt_tokens {P} + --gen_tokens {G}")
+    teacher = load_teacher(cfg.teacher, device, dtype, P + G, "--prompt_tokens + --gen_tokens")
     sampling, compile = cfg.sampling(), compile_wanted(cfg.compile, device)
     print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(sampling)}; "
           f"{target:,} tokens wanted; {describe(device, dtype)}{', compiled decoding' if compile else ''}")

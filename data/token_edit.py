@@ -39,6 +39,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from data.distill import DistillError, load_teacher
 from data.loader import SplitTokens
@@ -136,7 +137,7 @@ def edit_chunks(teacher: GPT, train: SplitTokens, starts: list[int], lengths: li
     L, edited = cfg.chunk_tokens, []
     chosen = changed = 0
     new_logp, real_logp = [], []
-    for first in range(0, len(starts), cfg.batch_size):
+    for first in tqdm(range(0, len(starts), cfg.batch_size), desc="token-edit", unit="batch", dynamic_ncols=True):
         batch = range(first, min(first + cfg.batch_size, len(starts)))
         # Whole chunks for the teacher (the last cut one too): a causal model's predictions at the kept
         # positions do not depend on the tokens after them.
@@ -170,7 +171,7 @@ def token_edit(cfg: TokenEditConfig, argv: list[str] | None = None) -> dict:
         starts, chunks = take_chunks(train, cfg.chunk_tokens, cfg.n_tokens, cfg.seed)
     except SubsetError as e:
         raise TokenEditError(f"--data_dir {cfg.data_dir}: {e}") from e
-    teacher = load_teacher(cfg.teacher, device, dtype, cfg.chunk_tokens, f"--chunk_tokens {cfg.chunk_tokens}")
+    teacher = load_teacher(cfg.teacher, device, dtype, cfg.chunk_tokens, "--chunk_tokens")
     print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; editing {cfg.edit_share:.0%} of "
           f"{len(chunks):,} chunks of {cfg.chunk_tokens} tokens; {describe(device, dtype)}")
     t0 = time.perf_counter()

@@ -135,7 +135,7 @@ def test_bad_settings_stop_with_a_message(world, capsys):
     assert "--edit_share must lie in (0, 1)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--n_tokens N is required"):
         TokenEditConfig()
-    with pytest.raises(DistillError, match=r"--chunk_tokens 65 = 65 tokens exceed the teacher's context of 64"):
+    with pytest.raises(DistillError, match=r"65 tokens at once \(--chunk_tokens\) exceed the teacher's context of 64"):
         token_edit.token_edit(config(world, "x", chunk_tokens=65))
     with pytest.raises(TokenEditError, match="holds only .* ask for fewer tokens"):
         token_edit.token_edit(config(world, "x", n_tokens=10_000))
