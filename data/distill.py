@@ -11,7 +11,11 @@ How a set is made:
    the same set, 0 < alpha < 1 hotter sampling (temperature 1/alpha), alpha = 0 uniform over the set.
 3. Filter: a continuation that repeats itself (more than --max_repeat_4gram of its 4-grams seen
    earlier in it), is dominated by one token (more than --max_token_share of it), or ended at
-   <|endoftext|> before --min_gen_tokens is dropped and counted by reason.
+   <|endoftext|> before --min_gen_tokens is dropped and counted by reason. Across sequences (off by
+   default): with --max_shared_ngrams below 1, a continuation of which more than that share of its
+   --dedup_n-grams (8) already occur in the sequences kept before it (their prompts and continuations)
+   is dropped as "near_duplicate"; the kept n-grams are remembered exactly, as a set of bytes (~85 MB
+   per million tokens kept). Generation goes on until the set is full, whatever the filter dropped.
 4. Output (data/sequences.py): every kept sequence, prompt + continuation, preceded by <|endoftext|>
    (50256) as a document separator, as train_NNNNNN.bin shards; the set holds exactly the requested
    number of tokens (separators included; the last sequence is cut to fit). The labels are the token
@@ -39,7 +43,7 @@ from tqdm import tqdm
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import read_manifest
-from gpt2.metrics.diversity import repeated_fraction, text_stats, top_token_share
+from gpt2.metrics.diversity import ngram_keys, repeated_fraction, shared_fraction, text_stats, top_token_share
 from gpt2.atomic import atomic_open
 from gpt2.device import compile_wanted, describe, resolve_device_and_dtype
 from gpt2 import tokenizer
@@ -71,6 +75,9 @@ class DistillConfig(SamplingConfig):
     max_repeat_4gram: float = 0.3  # filter: drop a continuation with more than this fraction of repeated 4-grams
     max_token_share: float = 0.3  # filter: drop a continuation whose most frequent token is more than this share
     min_gen_tokens: int = 16  # filter: drop a continuation that ended at <|endoftext|> before this many tokens
+    max_shared_ngrams: float = 1.0  # filter: drop a continuation with more than this share of its dedup_n-grams
+                                    # already in the sequences kept before it ("near_duplicate"); 1: off
+    dedup_n: int = 8  # the n of max_shared_ngrams' n-grams
     patience: int = 10  # stop with an error after this many batches in a row from which the filter kept nothing
     preview: int = 20  # sequences decoded into samples.txt
     shard_tokens: int = 100_000_000  # tokens per shard file
@@ -85,8 +92,9 @@ class DistillConfig(SamplingConfig):
             raise ValueError("give --n_tokens or --fraction, not both")
         if self.n_tokens is not None and self.n_tokens < 2:
             raise ValueError(f"--n_tokens must be at least 2 (a separator and a token), got {self.n_tokens}")
-        require_positive(self, "fraction", "prompt_tokens", "gen_tokens", "batch_size", "patience", "shard_tokens")
-        for name in ("max_repeat_4gram", "max_token_share"):
+        require_positive(self, "fraction", "prompt_tokens", "gen_tokens", "batch_size", "patience", "shard_tokens",
+                         "dedup_n")
+        for name in ("max_repeat_4gram", "max_token_share", "max_shared_ngrams"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"--{name} must lie in (0, 1] (1 turns that filter off), got {getattr(self, name)}")
 
@@ -137,7 +145,9 @@ class SetBuilder:
     def __init__(self, cfg: DistillConfig, target: int):
         self.cfg, self.target = cfg, target
         self.kept: list[dict] = []  # {"offset", "prompt", "generated", "logprobs"}: one per sequence written
-        self.dropped = {"too_short": 0, "repeated_4grams": 0, "single_token": 0}
+        self.dropped = {"too_short": 0, "repeated_4grams": 0, "single_token": 0, "near_duplicate": 0}
+        self.dedup = cfg.max_shared_ngrams < 1  # off at 1: nothing remembered, nothing compared
+        self.seen: set[bytes] = set()  # the dedup_n-grams of every kept sequence (prompt + continuation)
         self.dropped_rows: list[dict] = []  # the first few, for samples.txt
         self.total = self.n_generated = self.n_eot_stops = self.barren = 0
         self.cut = False
@@ -153,6 +163,8 @@ class SetBuilder:
             self.n_eot_stops += int(finished[r])
             row = {"offset": int(offsets[r]), "prompt": prompts[r], "generated": new[r, :n], "logprobs": logprobs[r, :n]}
             reason = drop_reason(row["generated"], bool(finished[r]), self.cfg)
+            if reason is None and self.total < self.target and self.near_duplicate(row["generated"]):
+                reason = "near_duplicate"
             if reason:
                 self.dropped[reason] += 1
                 if len(self.dropped_rows) < 3:
@@ -162,6 +174,10 @@ class SetBuilder:
         self.barren = 0 if len(self.kept) > kept_before else self.barren + 1
         return self.total - before
 
+    def near_duplicate(self, generated: np.ndarray) -> bool:
+        """More than max_shared_ngrams of the continuation's n-grams occur in the sequences kept so far."""
+        return self.dedup and shared_fraction(generated, self.seen, self.cfg.dedup_n) > self.cfg.max_shared_ngrams
+
     def keep(self, row: dict) -> None:
         room = self.target - self.total - 1  # tokens left after this sequence's separator
         if len(row["prompt"]) + len(row["generated"]) > room:  # the last sequence is cut to fit the budget
@@ -170,16 +186,20 @@ class SetBuilder:
             row["logprobs"] = row["logprobs"][: len(row["generated"])]
         self.kept.append(row)
         self.total += 1 + len(row["prompt"]) + len(row["generated"])
+        if self.dedup:
+            self.seen.update(ngram_keys(np.concatenate([row["prompt"], row["generated"]]), self.cfg.dedup_n))
 
 
-def load_teacher(cfg: DistillConfig, device: torch.device, dtype: torch.dtype):
-    try:  # stored in the generation precision: no per-step casts of the weights
-        teacher = load_model(cfg.teacher, device=device, dtype=dtype)
+def load_teacher(source: str, device: torch.device, dtype: torch.dtype, context: int, flags: str):
+    """The teacher `source` (--teacher), which must see `context` tokens at once (`flags`, e.g. "--chunk_tokens",
+    names the settings that ask for them), stored in the generation precision: no per-step casts of the weights."""
+    try:
+        teacher = load_model(source, device=device, dtype=dtype)
     except (CheckpointError, WeightsError, DownloadError) as e:
-        raise DistillError(f"cannot load --teacher {cfg.teacher}: {e}") from e
-    if cfg.prompt_tokens + cfg.gen_tokens > teacher.config.n_positions:
-        raise DistillError(f"--prompt_tokens {cfg.prompt_tokens} + --gen_tokens {cfg.gen_tokens} exceed the teacher's "
-                           f"context of {teacher.config.n_positions} tokens; lower them")
+        raise DistillError(f"cannot load --teacher {source}: {e}") from e
+    if context > teacher.config.n_positions:
+        raise DistillError(f"{context} tokens at once ({flags}) exceed the teacher's context of "
+                           f"{teacher.config.n_positions} tokens: lower {flags}")
     return teacher
 
 
@@ -193,7 +213,7 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
     if len(train) < P:
         raise DistillError(f"{train!r} is shorter than one prompt of --prompt_tokens {P}")
     target = cfg.n_tokens or max(2, round((cfg.fraction or DEFAULT_FRACTION) * len(train)))
-    teacher = load_teacher(cfg, device, dtype)
+    teacher = load_teacher(cfg.teacher, device, dtype, P + G, "--prompt_tokens + --gen_tokens")
     sampling, compile = cfg.sampling(), compile_wanted(cfg.compile, device)
     print(f"teacher {cfg.teacher}: {teacher.num_params():,} parameters; {describe_sampling(sampling)}; "
           f"{target:,} tokens wanted; {describe(device, dtype)}{', compiled decoding' if compile else ''}")
@@ -212,7 +232,8 @@ def distill(cfg: DistillConfig, argv: list[str] | None = None) -> dict:
                 raise DistillError(
                     f"the quality filter dropped every sequence of {built.barren} batches in a row ({built.dropped}): "
                     f"the teacher {cfg.teacher} degenerates under {describe_sampling(sampling)}. Look at the dropped "
-                    "text, try another --alpha, or relax --max_repeat_4gram / --max_token_share / --min_gen_tokens")
+                    "text, try another --alpha, or relax --max_repeat_4gram / --max_token_share / --min_gen_tokens / "
+                    "--max_shared_ngrams")
             bar.set_postfix(kept=len(built.kept), dropped=sum(built.dropped.values()),
                             gen_tok_s=f"{built.n_generated / (time.perf_counter() - t0):,.0f}")
     timing = {"seconds": time.perf_counter() - t0, "device": describe(device, dtype), "batches": batch,
@@ -245,7 +266,8 @@ def manifest_record(cfg: DistillConfig, teacher, strategy: SamplingConfig, train
                                    "(temperature 1, unfiltered): the teacher's mean NLL of its own set; distinct-n and "
                                    "repetition as in gpt2/metrics/diversity.py"},
         "filter": {"max_repeat_4gram": cfg.max_repeat_4gram, "max_token_share": cfg.max_token_share,
-                   "min_gen_tokens": cfg.min_gen_tokens, "dropped": built.dropped,
+                   "min_gen_tokens": cfg.min_gen_tokens, "max_shared_ngrams": cfg.max_shared_ngrams,
+                   "dedup_n": cfg.dedup_n, "dropped": built.dropped,
                    "dropped_total": sum(built.dropped.values())},
         "timing": {**timing, "generated_tokens_per_s": built.n_generated / timing["seconds"]},
         "config": config_to_dict(cfg),

@@ -2,7 +2,8 @@
 
 - `SplitTokens`: one split (all its `{split}_*.bin` shards) as one long sequence of token ids.
 - `TrainBatches`: random windows of T+1 tokens -> (x, y), y = x shifted by one; a seeded, resumable
-  generator per rank.
+  generator per rank. With `ignore_first_tokens` N, the targets among the first N tokens of each sequence
+  (after each <|endoftext|>) are IGNORE_INDEX: a distilled set's real prompts stay out of the loss.
 - `training_data(cfg)`: what a training run reads (`gpt2.trainer.TrainData`), from the shards its config names.
 
 The evaluation's windows (the whole split in order, every target scored once) belong to the perplexity
@@ -16,13 +17,15 @@ from __future__ import annotations
 import functools
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.shards import ShardError, open_shard
-from gpt2.tokenizer import VOCAB_SIZE
+from gpt2.losses import IGNORE_INDEX
+from gpt2.tokenizer import EOT_ID, VOCAB_SIZE
 from gpt2.trainer import TrainData
 
 
@@ -100,6 +103,29 @@ class SplitTokens:
         return f"SplitTokens({str(self.data_dir)!r}, {self.split!r}: {self.n_tokens:,} tokens in {len(self.shards)} shards)"
 
 
+def eot_positions(tokens, block: int = 1 << 24) -> np.ndarray:
+    """Indices (int64, ascending) of every <|endoftext|> in `tokens` (a SplitTokens or an array), read
+    `block` tokens at a time: the split is never in memory at once."""
+    found = [np.flatnonzero(tokens[a : a + block] == EOT_ID) + a for a in range(0, len(tokens), block)]
+    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+
+
+def ignore_sequence_starts(y: np.ndarray, starts: np.ndarray, eots: np.ndarray, n: int) -> None:
+    """Set to IGNORE_INDEX, in place, the targets y (B, T) of windows starting at `starts` (B,) that lie at
+    in-sequence index < n. y[r, t] is the token at p = starts[r] + 1 + t; its in-sequence index is p - e - 1,
+    e the last <|endoftext|> before p (index 0: the token right after it). So the ignored targets are those
+    at e + 1 .. e + n for each EOT e (ascending, `eots`): the last one at or before the window's start,
+    whose sequence may run into the window, and those inside it. A target with no EOT before it counts,
+    and so does each EOT itself unless it ends a sequence shorter than n."""
+    T = y.shape[1]
+    first = np.searchsorted(eots, starts + 1) - 1  # (B,) the last EOT <= start; -1: none
+    stop = np.searchsorted(eots, starts + T)  # (B,) the EOTs before the last target
+    for row, start in enumerate(starts):
+        for e in eots[max(first[row], 0) : stop[row]]:
+            lo, hi = max(e - start, 0), max(e + n - start, 0)  # the columns of e + 1 .. e + n
+            y[row, lo:hi] = IGNORE_INDEX
+
+
 class TrainBatches:
     """Random training windows: next() -> (x, y), int64 (B, T), y[:, t] = x[:, t + 1] of the same window.
 
@@ -108,13 +134,20 @@ class TrainBatches:
     SeedSequence(seed, spawn_key=(r,)) (= SeedSequence(seed).spawn(n)[r]): distinct across ranks,
     the same on every run. state_dict() captures that stream exactly, so a resumed run draws the
     batches the uninterrupted run would have drawn.
+
+    ignore_first_tokens = n > 0: targets at in-sequence index < n (`ignore_sequence_starts`) are
+    IGNORE_INDEX; the windows drawn, x and the state are the same as with n = 0. The EOT positions
+    (`eot_positions`, int64: 8 bytes per separator) are found once; pass them in to share them.
     """
 
-    def __init__(self, tokens, batch_size: int, seq_len: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, device="cpu"):
+    def __init__(self, tokens, batch_size: int, seq_len: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 device="cpu", ignore_first_tokens: int = 0, eots: np.ndarray | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size ({batch_size}) and seq_len ({seq_len}) must be positive")
+        if ignore_first_tokens < 0:
+            raise ValueError(f"ignore_first_tokens must be >= 0, got {ignore_first_tokens}")
         if len(tokens) < seq_len + 1:
             name = repr(tokens) if isinstance(tokens, SplitTokens) else "the token sequence"
             raise ValueError(
@@ -127,6 +160,8 @@ class TrainBatches:
         self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(rank,))))
         self.batches_drawn = 0
         self._window = np.empty((batch_size, seq_len + 1), dtype=np.uint16)  # reused scratch, never returned
+        self.ignore_first_tokens = ignore_first_tokens
+        self.eots = (eot_positions(tokens) if eots is None else eots) if ignore_first_tokens else None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = self.batch_size, self.seq_len
@@ -134,7 +169,10 @@ class TrainBatches:
         for row, start in enumerate(starts):
             self._window[row] = self.tokens[int(start) : int(start) + T + 1]
         x = torch.from_numpy(self._window[:, :-1].astype(np.int64))  # (B, T), a fresh copy
-        y = torch.from_numpy(self._window[:, 1:].astype(np.int64))  # (B, T)
+        y = self._window[:, 1:].astype(np.int64)  # (B, T)
+        if self.ignore_first_tokens:
+            ignore_sequence_starts(y, starts, self.eots, self.ignore_first_tokens)
+        y = torch.from_numpy(y)
         self.batches_drawn += 1
         if self.device.type == "cuda":
             # Pinned (page-locked) host memory lets the copy run asynchronously with compute.
@@ -173,20 +211,27 @@ class TrainBatches:
 
 
 def micro_batch_streams(data_dir, batch_size: int, seq_len: int, *, seed: int, rank: int, accum: int, world: int,
-                        device="cpu") -> list[TrainBatches]:
+                        device="cpu", ignore_first_tokens: int = 0) -> list[TrainBatches]:
     """This process's micro-batch slots of every optimizer step, one seeded stream each: slot
     g = rank * accum + m of world * accum reads the train split's windows of `TrainBatches(rank=g)`, so a
-    step's data depends only on the global batch, not on how it is split over processes and accumulation."""
+    step's data depends only on the global batch, not on how it is split over processes and accumulation.
+    The slots share one array of the split's EOT positions when `ignore_first_tokens` asks for it."""
     tokens = SplitTokens(data_dir, "train")
+    eots = eot_positions(tokens) if ignore_first_tokens else None
+    if eots is not None and not len(eots):
+        warnings.warn(f"--ignore_first_tokens {ignore_first_tokens}: {tokens!r} holds no <|endoftext|>, so no "
+                      "sequence start is known and every target counts (is --data_dir a set written by "
+                      "distill.py or data.subset?)")
     return [TrainBatches(tokens, batch_size, seq_len, seed=seed, rank=rank * accum + m, world_size=world * accum,
-                         device=device) for m in range(accum)]
+                         device=device, ignore_first_tokens=ignore_first_tokens, eots=eots) for m in range(accum)]
 
 
 def training_data(cfg) -> TrainData:
     """What a training run (`gpt2.trainer.train`) reads, from the shards its TrainConfig `cfg` names: the
-    train split's size and micro-batch streams (--data_dir), the val split (--val_data_dir, else --data_dir)."""
+    train split's size and micro-batch streams (--data_dir; --ignore_first_tokens), the val split (--val_data_dir,
+    else --data_dir)."""
     val_tokens = SplitTokens(cfg.val_data_dir or cfg.data_dir, "val")
     val_tokens = val_tokens if cfg.eval_tokens is None else val_tokens[: cfg.eval_tokens]
     return TrainData(n_train_tokens=len(SplitTokens(cfg.data_dir, "train")), val_tokens=val_tokens,
                      batches=functools.partial(micro_batch_streams, cfg.data_dir, cfg.micro_batch_size, cfg.seq_len,
-                                               seed=cfg.seed))
+                                               seed=cfg.seed, ignore_first_tokens=cfg.ignore_first_tokens))

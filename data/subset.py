@@ -70,6 +70,15 @@ def choose_chunks(n_split: int, chunk: int, n_tokens: int, seed: int) -> list[in
     return [int(s) for s in rng.permutation(grid)[:need]]
 
 
+def take_chunks(train: SplitTokens, chunk: int, n_tokens: int, seed: int) -> tuple[list[int], list[np.ndarray]]:
+    """The chunks of a set of `n_tokens` tokens (`choose_chunks`): their start offsets and their tokens, the
+    last one cut so that with one separator each the total is exactly n_tokens."""
+    starts = choose_chunks(len(train), chunk, n_tokens, seed)
+    chunks = [train[s : s + chunk] for s in starts]
+    chunks[-1] = chunks[-1][: n_tokens - (len(chunks) - 1) * (chunk + 1) - 1]  # the total is exactly n_tokens
+    return starts, chunks
+
+
 def select_by_score(scores: np.ndarray, k: int, which: Literal["hardest", "middle", "easiest"]) -> np.ndarray:
     """Indices (ascending) of k chunks chosen by score, higher = harder (e.g. a model's mean loss on each).
 
@@ -111,9 +120,7 @@ def make_subset(cfg: SubsetConfig, argv: list[str] | None = None) -> dict:
     if Path(cfg.out_dir).resolve() == Path(cfg.data_dir).resolve():
         raise SubsetError(f"--out_dir {cfg.out_dir} is the real data folder (--data_dir): choose another folder")
     train = SplitTokens(cfg.data_dir, "train")
-    starts = choose_chunks(len(train), chunk, n_tokens, cfg.seed)
-    chunks = [train[s : s + chunk] for s in starts]
-    chunks[-1] = chunks[-1][: n_tokens - (len(chunks) - 1) * (chunk + 1) - 1]  # the total is exactly n_tokens
+    starts, chunks = take_chunks(train, chunk, n_tokens, cfg.seed)
     source = read_manifest(cfg.data_dir) if (Path(cfg.data_dir) / "manifest.json").is_file() else {}
     record = {
         "kind": "subset",

@@ -3,7 +3,8 @@
     SamplingConfig             which distribution each next token is drawn from (validated on creation)
     DrawTensors                the same with its numbers as tensors: what the compiled decode step reads
     top_k / top_p / min_p      filters: logits (B, V) -> logits, the removed tokens at -inf
-    sampling_logits, draw      log p (B, V) -> log-weights of the draw -> one token per row (Gumbel-max)
+    plausible_weights          log p (B, V) -> alpha * log p on the plausible set, -inf elsewhere
+    sampling_logits, draw      the same for a SamplingConfig -> one token per row (Gumbel-max)
     next_token                 logits (B, V) -> (tokens (B,), their log p): the one softmax of a step
     prefill, decode_one_token  a whole window, or one token against the KV caches -> (tokens, log p)
     cache_length, decode_caches  how long the caches are, and whose they are (the call's, or the model's)
@@ -123,18 +124,27 @@ def min_p_filter(logits: torch.Tensor, min_p: float | torch.Tensor) -> torch.Ten
     return logits.masked_fill(logits < threshold, float("-inf"))
 
 
-def sampling_logits(logp: torch.Tensor, cfg: SamplingConfig | DrawTensors) -> torch.Tensor:
-    """Log-weights (B, V) of the draw from the model's log-probabilities logp (B, V): alpha * log p on
-    the plausible set, -inf elsewhere. Working with log p keeps p^alpha finite for alpha < 0 even where
-    p underflows in float32."""
+def plausible_weights(logp: torch.Tensor, alpha: float | torch.Tensor, *, top_k: int | None = None,
+                      top_p: float | torch.Tensor | None = None,
+                      min_p: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Log-weights (B, V) of a draw from log-probabilities logp (B, V): alpha * log p on the plausible set
+    (what top_k, top_p and min_p keep, in that order), -inf elsewhere. Working with log p keeps p^alpha
+    finite for alpha < 0 even where p underflows in float32. The thresholds are not checked here (min_p = 1
+    keeps the most probable token alone): `SamplingConfig` checks a sampler's, data/token_edit.py its own."""
     plausible = logp
-    if cfg.top_k is not None:
-        plausible = top_k_filter(plausible, cfg.top_k)
-    if cfg.top_p is not None:
-        plausible = top_p_filter(plausible, cfg.top_p)
-    if cfg.min_p is not None:
-        plausible = min_p_filter(plausible, cfg.min_p)
-    return torch.where(plausible.isfinite(), cfg.alpha * logp, float("-inf"))
+    if top_k is not None:
+        plausible = top_k_filter(plausible, top_k)
+    if top_p is not None:
+        plausible = top_p_filter(plausible, top_p)
+    if min_p is not None:
+        plausible = min_p_filter(plausible, min_p)
+    return torch.where(plausible.isfinite(), alpha * logp, float("-inf"))
+
+
+def sampling_logits(logp: torch.Tensor, cfg: SamplingConfig | DrawTensors) -> torch.Tensor:
+    """Log-weights (B, V) of the sampler's draw from the model's log-probabilities logp (B, V):
+    `plausible_weights` with the config's alpha and filters."""
+    return plausible_weights(logp, cfg.alpha, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p)
 
 
 def draw(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,9 @@ class TrainConfig:
     seq_len: int = 1024  # tokens per training row; also the context of a scratch model
     micro_batch_size: int = 16  # rows per forward/backward pass; lower it if memory runs out
     total_batch_tokens: int = 32768  # tokens per optimizer step, over all micro-batches and processes
+    ignore_first_tokens: int = 0  # targets among the first N tokens after each <|endoftext|> separator are left
+                                  # out of the loss (a distilled set's real prompt: 32); a split without any
+                                  # separator: every target counts. 0: every target counts
     # optimisation
     lr: float = 1e-4  # peak learning rate, reached at the end of warmup
     min_lr: float = 1e-5  # learning rate at the end of the cosine decay
@@ -73,6 +76,8 @@ class TrainConfig:
         require_positive(self, "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens",
                          "eval_interval", "eval_batch_size", "log_interval", "max_steps", "eval_stride",
                          "checkpoint_interval", "eval_tokens")
+        if self.ignore_first_tokens < 0:
+            raise ValueError(f"--ignore_first_tokens must be >= 0 (0 scores every target), got {self.ignore_first_tokens}")
         if self.epochs <= 0 and self.max_steps is None:
             raise ValueError(f"--epochs must be positive, got {self.epochs}")
         if self.init == "scratch" and self.n_embd % self.n_head:

@@ -53,7 +53,8 @@ class TrainData:
     # seeded stream each (.next() -> (x, y), (B, T) each; state_dict / load_state_dict for checkpoints)
 
 
-RESUME_MUST_MATCH = ("init", "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens", "seed")
+RESUME_MUST_MATCH = ("init", "n_layer", "n_head", "n_embd", "seq_len", "micro_batch_size", "total_batch_tokens", "seed",
+                     "ignore_first_tokens")
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
@@ -84,7 +85,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> GPT:
 
 def check_resumable(state: TrainState, cfg: TrainConfig, derived: dict, path: Path) -> None:
     """Name every setting that differs between the checkpoint and this run, if any would change the run."""
-    saved, now = state.config, config_to_dict(cfg)
+    saved = {**config_to_dict(TrainConfig()), **state.config}  # a setting newer than the checkpoint: its default
+    now = config_to_dict(cfg)
     diffs = [f"{k}={saved[k]!r} in the checkpoint, {now[k]!r} now" for k in RESUME_MUST_MATCH if saved[k] != now[k]]
     for k in ("world_size", "train_tokens"):
         if state.derived[k] != derived[k]:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gpt2.checkpoint import TrainState, load_model
 from gpt2.device import autocast, compile_wanted
 from gpt2.distributed import checkpoint_blocks, load_optimizer_state, shard
-from gpt2.losses import linear_cross_entropy, linear_kd_loss
+from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss
 from gpt2.model import GPT
 from gpt2.train_config import TrainConfig
 from gpt2.weights import DownloadError
@@ -64,7 +64,10 @@ def lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT) -> torch.T
     # The head is read now, after the forward, not bound when the step is built: under --fsdp the root module
     # (embeddings, tied head) stays gathered from its forward to the end of its backward (gpt2/distributed.py),
     # and only in that window is lm_head.weight the whole matrix rather than this rank's shard.
-    return linear_cross_entropy(hidden, student.lm_head.weight, y)
+    loss = linear_cross_entropy(hidden, student.lm_head.weight, y)  # the mean over the targets not ignored
+    # A micro-batch with every target ignored (--ignore_first_tokens) has no mean: 0 / 0 = nan, with zero
+    # gradients. It counts 0, as the distillation loss does, rather than stopping the run as diverged.
+    return torch.where((y != IGNORE_INDEX).any(), loss, 0.0)
 
 
 def kd_lm_loss(model, x: torch.Tensor, y: torch.Tensor, *, student: GPT, teacher: GPT, temperature: float,
@@ -116,7 +119,8 @@ def train_step(p: StepParts, step: int, lr: float) -> tuple[torch.Tensor, torch.
         sync = p.model.no_sync() if defer_sync else contextlib.nullcontext()
         with sync:
             with autocast(device, p.amp_dtype):
-                loss = p.loss_fn(p.model, x, y) / accum  # every micro-batch has B*T targets: mean of means
+                loss = p.loss_fn(p.model, x, y) / accum  # mean of the micro-batches' means: each has B*T targets
+                # (fewer with --ignore_first_tokens, a few per cent apart for a distilled set's long sequences)
             p.scaler.scale(loss).backward()
         loss_sum += loss.detach()
     p.scaler.unscale_(p.optimizer)  # clip true gradients, not scaled ones

@@ -22,7 +22,7 @@ from gpt2 import tokenizer
 from gpt2.checkpoint import TrainState, save_checkpoint
 from gpt2.cli import build_parser, field_comments, parse_config
 from gpt2.config import GPTConfig
-from gpt2.metrics.diversity import repeated_fraction, top_token_share
+from gpt2.metrics.diversity import ngram_keys, repeated_fraction, shared_fraction, top_token_share
 from gpt2.model import GPT
 
 VOCAB = 256  # ids < 256 are GPT-2's byte tokens: they decode, and a tiny head keeps every step cheap
@@ -136,9 +136,64 @@ def test_the_filter_drops_a_degenerate_continuation(world, monkeypatch, encoding
 
     monkeypatch.setattr(distill, "generate", generate_with_a_loop)
     manifest = distill.distill(config(world, "filtered", preview=0))
-    assert manifest["filter"]["dropped"] == {"too_short": 0, "repeated_4grams": 1, "single_token": 0}
+    assert manifest["filter"]["dropped"] == {"too_short": 0, "repeated_4grams": 1, "single_token": 0,
+                                             "near_duplicate": 0}
     assert manifest["counts"]["tokens"] == 1000  # another sequence took its place
     assert not any((s[P:] == 7).all() for s in sequences(world["root"] / "filtered"))
+
+
+def copying_rows(monkeypatch) -> None:
+    """Every batch's rows 1-3 continue their prompts with row 0's continuation: a teacher that repeats itself."""
+    real_generate = distill.generate
+
+    def generate_with_copies(*args, **kwargs):
+        out = real_generate(*args, **kwargs)
+        out.tokens[1:4, out.prompt_len:] = out.tokens[0, out.prompt_len:]
+        out.lengths[1:4], out.finished[1:4] = out.lengths[0], out.finished[0]
+        return out
+
+    monkeypatch.setattr(distill, "generate", generate_with_copies)
+
+
+def grams(tokens, n: int) -> set[tuple]:
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def test_near_duplicates_across_sequences_are_dropped(world, monkeypatch):
+    copying_rows(monkeypatch)
+    manifest = distill.distill(config(world, "dedup", max_shared_ngrams=0.5, dedup_n=6, preview=0))
+    assert manifest["filter"]["dropped"]["near_duplicate"] >= 3 * manifest["timing"]["batches"] - 3  # the copies
+    assert manifest["filter"]["max_shared_ngrams"] == 0.5 and manifest["filter"]["dedup_n"] == 6
+    assert manifest["counts"]["tokens"] == SplitTokens(world["root"] / "dedup", "train").n_tokens == 1000
+    seqs, seen = sequences(world["root"] / "dedup"), set()
+    for s in seqs[:-1]:  # (the last one, cut to fit, was checked whole)
+        generated = [tuple(s[P:][i : i + 6]) for i in range(len(s) - P - 5)]
+        assert sum(g in seen for g in generated) <= 0.5 * len(generated)
+        seen |= grams(s, 6)
+
+
+def test_the_near_duplicate_threshold_counts_the_ngrams_of_earlier_kept_sequences():
+    def first(max_shared_ngrams: float):
+        built = distill.SetBuilder(DistillConfig(max_shared_ngrams=max_shared_ngrams, dedup_n=2), target=100)
+        built.keep({"offset": 0, "prompt": np.array([1, 2]), "generated": np.array([3, 4, 5]), "logprobs": np.zeros(3)})
+        return built
+
+    built = first(0.5)
+    assert not built.near_duplicate(np.array([3, 4, 5, 9, 8]))  # 34 45 of 34 45 59 98: 1/2, not more
+    assert built.near_duplicate(np.array([2, 3, 4, 5, 9]))  # 23 (prompt into continuation) 34 45 of four: 3/4
+    assert not built.near_duplicate(np.array([4]))  # no 2-gram: nothing shared
+    assert shared_fraction(np.array([1, 2, 1, 2]), set(ngram_keys(np.array([1, 2]), 2)), 2) == 2 / 3  # with repeats
+    off = first(1.0)
+    assert not off.near_duplicate(np.array([3, 4, 5])) and not off.seen  # off: nothing compared, nothing remembered
+
+
+def test_near_duplicates_are_kept_by_default(world, monkeypatch):
+    copying_rows(monkeypatch)
+    assert DistillConfig().max_shared_ngrams == 1.0
+    manifest = distill.distill(config(world, "no-dedup", preview=0))
+    assert manifest["filter"]["dropped"]["near_duplicate"] == 0
+    generated = [tuple(s[P:]) for s in sequences(world["root"] / "no-dedup")[:-1]]
+    assert len(set(generated)) < len(generated)  # the copies are in the set
 
 
 def test_drop_reasons():
@@ -175,7 +230,8 @@ def test_command_line(world, capsys):
     assert cfg.sampling().alpha == 0.5 and cfg.sampling().min_p == 0.2 and cfg.fraction == 0.5
     for bad, message in ((["--n_tokens", "10", "--fraction", "0.1"], "not both"),
                          (["--alpha", "-1", "--min_p", "0"], "plausible set"),
-                         (["--max_token_share", "0"], "max_token_share")):
+                         (["--max_token_share", "0"], "max_token_share"),
+                         (["--max_shared_ngrams", "1.5"], "max_shared_ngrams"), (["--dedup_n", "0"], "dedup_n")):
         with pytest.raises(SystemExit):
             parse_config(DistillConfig, bad)
         assert message in capsys.readouterr().err

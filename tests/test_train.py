@@ -103,7 +103,8 @@ class FixedBatches:
     """Stands in for TrainBatches: the same 8 rows every step, split over slots. Slot g of W gets rows
     [g * B, (g + 1) * B), so 4 slots of 2 rows and 1 slot of 8 rows see the same global batch."""
 
-    def __init__(self, tokens, batch_size, seq_len, *, seed=0, rank=0, world_size=1, device="cpu"):
+    def __init__(self, tokens, batch_size, seq_len, *, seed=0, rank=0, world_size=1, device="cpu", ignore_first_tokens=0,
+                 eots=None):
         assert batch_size * world_size == 8
         starts = np.arange(8) * 37
         windows = torch.from_numpy(np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64))

@@ -6,10 +6,13 @@ scores low. Measured over sequences of token ids (a synthetic set, or chunks of 
     repeated_fraction   within one sequence, the fraction of its 4-grams that already occurred earlier
                         in it: 1 - unique / total (0 for text that never repeats itself)
     top_token_share     within one sequence, the share of its most frequent token
+    shared_fraction     across sequences, the share of a sequence's n-grams already in a set of others'
+                        (`ngram_keys`: exact keys for any n, where `ngram_ids`' int64 codes stop at n = 4)
 
 `text_stats` is the set's summary that distill.py and data.subset record in their manifests, and that
 the studies' set statistics include (studies/sets.py); data/distill.py's filter drops a continuation whose
-repeated_fraction or top_token_share is too high.
+repeated_fraction or top_token_share is too high, and (with --max_shared_ngrams) one whose shared_fraction
+against the sequences it kept before is.
 """
 
 from __future__ import annotations
@@ -31,6 +34,21 @@ def ngram_ids(tokens: np.ndarray, n: int) -> np.ndarray:
     for i in range(n):
         code = code * tokenizer.VOCAB_SIZE + tokens[i : len(tokens) - n + 1 + i]
     return code
+
+
+def ngram_keys(tokens: np.ndarray, n: int) -> list[bytes]:
+    """Every n-gram of one sequence (overlapping, in order) as the bytes of its n uint16 ids: exact keys
+    for a Python set, any n (~85 bytes each in a set); none when the sequence is shorter than n."""
+    if len(tokens) < n:
+        return []
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(tokens, dtype=np.uint16), n)  # (m, n)
+    return np.ascontiguousarray(windows).view(np.dtype((np.void, 2 * n)))[:, 0].tolist()
+
+
+def shared_fraction(tokens: np.ndarray, seen: set[bytes], n: int) -> float:
+    """The share of a sequence's n-grams (counted with repeats) whose `ngram_keys` are in `seen`; 0 if it has none."""
+    keys = ngram_keys(tokens, n)
+    return sum(k in seen for k in keys) / len(keys) if keys else 0.0
 
 
 def distinct_n(sequences: list[np.ndarray], n: int) -> float | None:
