@@ -54,9 +54,8 @@ import numpy as np
 from data.articles import article_starts
 from data.distill import DistillConfig, DistillError, distill
 from data.loader import SplitTokens
-from data.sequences import write_sequences
 from data.shards import write_data_dir
-from data.subset import SubsetConfig, SubsetError, make_subset, select_by_score
+from data.subset import SubsetConfig, SubsetError, make_subset
 from data.token_edit import TokenEditConfig, token_edit
 from gpt2.atomic import atomic_open
 from gpt2.checkpoint import CheckpointError, load_model
@@ -69,10 +68,11 @@ from gpt2.training import TrainingStopped
 from studies import ngram, retrain_report
 from studies.evaluations import cut_test_split, train_run, write_json
 from studies.progress import Progress
-from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, Arm, RetrainConfig, arm_names, arms, edit_name,
-                                  kd_names, mix_name, plan_record, same_settings, set_name)
-from studies.retrain_sets import generation_seconds, write_less_data, write_mixture
-from studies.time_to_gain import val_curve
+from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, Arm, RetrainConfig, arms, edit_name, kd_names,
+                                  mix_name, plan_record, same_settings, set_name)
+from studies.retrain_plan import arm_names  # noqa: F401 (read by the tests and callers as retrain.arm_names)
+from studies.retrain_sets import generation_seconds, write_challenge_set, write_less_data, write_mixture
+from studies.time_to_gain import record_seconds, val_curve
 from studies.sets import set_statistics
 
 
@@ -279,27 +279,10 @@ class RetrainStudy:
         return np.load(path)
 
     def challenge_set(self, which: str, seed: int) -> None:
-        """The `which` (hardest / middle / easiest) chunks of part B by the base's score, set_tokens in all, picked
-        from a random challenge_share of the chunks that the seed draws (data.subset.select_by_score)."""
-        cfg, out = self.cfg, self.set_dir(which, seed)
-        L = cfg.prompt_tokens + cfg.gen_tokens
-        scores = self.chunk_scores()
-        pool_size = max(1, round(len(scores) * cfg.challenge_share))
-        pool = np.sort(np.random.default_rng(seed).permutation(len(scores))[:pool_size])
-        k = math.ceil(cfg.set_tokens / (L + 1))  # each chunk costs L + 1 tokens with its separator
-        if k > len(pool):
-            raise SubsetError(f"--set_tokens {cfg.set_tokens:,} needs {k} chunks of {L} tokens, but a share "
-                              f"{cfg.challenge_share} of part B holds {len(pool)}: lower --set_tokens or raise "
-                              "--challenge_share")
-        chosen = pool[select_by_score(scores[pool], k, which)]
-        part_b = self.train_tokens[self.n_a :]
-        chunks = [part_b[c * L : (c + 1) * L] for c in chosen]
-        chunks[-1] = chunks[-1][: cfg.set_tokens - (k - 1) * (L + 1) - 1]  # exactly set_tokens, as data.subset does
-        write_sequences(out, chunks, {
-            "kind": f"challenge-{which}", "seed": seed, "chunk_tokens": L, "pool_chunks": len(pool),
-            "overlapping_windows": 3 * k > len(pool), "chunk_indices": chosen.tolist(),
-            "base_score_mean": float(scores[chosen].mean()), "base_score_pool_mean": float(scores[pool].mean())},
-            shard_tokens=100_000_000, argv=[], prog=["python", "-m", "studies", "retrain"])
+        """The `which` (hardest / middle / easiest) chunks of part B by the base's score (retrain_sets)."""
+        cfg = self.cfg
+        write_challenge_set(self.set_dir(which, seed), self.train_tokens[self.n_a :], self.chunk_scores(), which,
+                            seed, cfg.set_tokens, cfg.prompt_tokens + cfg.gen_tokens, cfg.challenge_share)
 
     # ---- the arms
     def continue_base(self, arm: Arm, seed: int) -> None:
@@ -311,7 +294,11 @@ class RetrainStudy:
             if cfg.curve_interval else {}
         weights = self.trained(name, **{"init": self.base_checkpoint(), "max_steps": cfg.arm_steps, "lr": cfg.arm_lr,
                                         "data_dir": str(data), "seed": seed, **curve, **dict(arm.train)})
-        extra = {"curve": val_curve(self.run_dir(name)), "set_seconds": generation_seconds(data)} if curve else {}
+        extra = {}
+        if curve:  # steps and losses in the record; seconds (they differ between runs) in curve_seconds.json
+            points = val_curve(self.run_dir(name))
+            record_seconds(self.results / "curve_seconds.json", name, points, generation_seconds(data))
+            extra["curve"] = [{"step": p["step"], "val_loss": p["val_loss"]} for p in points]
         self.evaluate(name, lambda: load_model(weights), **extra)
 
     def kd_student(self, name: str, data: str, weight: float, seed: int) -> None:

@@ -278,21 +278,30 @@ def report(results: Path) -> str:
 
 
 def time_section(results: Path, names: list[str], seeds: list[int]) -> list[str]:
-    """Time to gain (studies/time_to_gain.py) where the arms kept val curves, and their plot (seed 0's curves)."""
+    """Time to gain in steps (studies/time_to_gain.py) where the arms kept val curves; the seconds, which differ
+    between runs, go to time_to_gain.md beside seed 0's curves plotted against them (time_to_gain.png)."""
     teacher = read(results / "teacher.json") or {}
     if "curve_val_loss" not in teacher:
         return []
-    times = {n: t for n in names if (t := arm_times(arm_losses(results, n, seeds), teacher["curve_val_loss"]))}
+    timed = read(results / "curve_seconds.json") or {}
+    seconds = lambda n: {s: timed[f"{n}-s{s}"] for s in seeds if f"{n}-s{s}" in timed}  # noqa: E731
+    times = {n: t for n in names if (t := arm_times(arm_losses(results, n, seeds), teacher["curve_val_loss"],
+                                                       seconds(n)))}
     if not times:
         return []
-    curves = {n: [{**p, "elapsed_s": p["elapsed_s"] + r.get("set_seconds", 0.0)} for p in r["curve"]]
-              for n in times if (r := read(results / f"{n}-s{seeds[0]}.json"))}
-    base = next(iter(curves.values()))[0]["val_loss"]
+    curves = {n: [{**p, "elapsed_s": t + timed[f"{n}-s{seeds[0]}"]["set_seconds"]} for p, t in
+                  zip(r["curve"], timed[f"{n}-s{seeds[0]}"]["elapsed_s"])]
+              for n in times if (r := read(results / f"{n}-s{seeds[0]}.json")) and f"{n}-s{seeds[0]}" in timed}
+    base = next(iter(arm_losses(results, next(iter(times)), seeds).values()))["curve"][0]["val_loss"]
     gain = base - teacher["curve_val_loss"]
     drawn = curves_plot(curves, results / "time_to_gain.png", {"50% of the gain": base - 0.5 * gain,
                                                                "80% of the gain": base - 0.8 * gain})
-    return ["", "### Time to gain (val slice; seconds include the set's generation)", "", TIME_NOTE, "",
-            *times_table(times), "", f"Seed {seeds[0]}'s curves: {drawn}."]
+    with atomic_open(results / "time_to_gain.md") as f:
+        f.write("\n".join(["# Time to gain, in steps and seconds (they differ between runs)", "", TIME_NOTE, "",
+                           *times_table(times, with_seconds=True), "", f"Seed {seeds[0]}'s curves: {drawn}.", ""])
+                .encode())
+    return ["", "### Time to gain (val slice; seconds in time_to_gain.md)", "", TIME_NOTE, "",
+            *times_table(times, with_seconds=False)]
 
 
 TIME_NOTE = ("Each arm's val loss on a fixed slice of the val split every curve_interval steps; the fine-tuning gain is "

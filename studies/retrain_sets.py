@@ -1,4 +1,5 @@
-"""The third edition's sets, made from the sets a seed already has: real text at a share of the size (the "less
+"""The retrain study's sets made here rather than by data/: the challenging real chunks (by the base's score),
+and the third edition's, made from the sets a seed already has: real text at a share of the size (the "less
 data" control) and mixtures of real text with the teacher's continuations.
 
 Both read a set back as its sequences (data/sequences.py: each preceded by <|endoftext|>) and write a new one of
@@ -15,12 +16,14 @@ to the tokens taken) so that its time to gain can include them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from data.loader import SplitTokens
 from data.sequences import write_sequences
+from data.subset import SubsetError, select_by_score
 from gpt2.tokenizer import EOT_ID
 
 
@@ -74,4 +77,26 @@ def write_mixture(out: Path, real: Path, synthetic: Path, share: float, n_tokens
         "kind": "mixture", "seed": seed, "real_share": n_real / n_tokens, "real_tokens": n_real,
         "synthetic_tokens": n_synthetic, "sources": {"real": str(real), "synthetic": str(synthetic)},
         "generation_seconds": generation_seconds(synthetic) * n_synthetic / synthetic_tokens},
+        shard_tokens=100_000_000, argv=[], prog=["python", "-m", "studies", "retrain"])
+
+
+def write_challenge_set(out: Path, part_b: np.ndarray, scores: np.ndarray, which: str, seed: int, n_tokens: int,
+                        chunk: int, challenge_share: float) -> None:
+    """The `which` (hardest / middle / easiest) of part B's chunks of `chunk` tokens by `scores` (the base's mean
+    NLL of each), n_tokens in all, picked from a random challenge_share of the chunks that the seed draws
+    (data.subset.select_by_score)."""
+    pool_size = max(1, round(len(scores) * challenge_share))
+    pool = np.sort(np.random.default_rng(seed).permutation(len(scores))[:pool_size])
+    k = math.ceil(n_tokens / (chunk + 1))  # each chunk costs chunk + 1 tokens with its separator
+    if k > len(pool):
+        raise SubsetError(f"--set_tokens {n_tokens:,} needs {k} chunks of {chunk} tokens, but a share "
+                          f"{challenge_share} of part B holds {len(pool)}: lower --set_tokens or raise "
+                          "--challenge_share")
+    chosen = pool[select_by_score(scores[pool], k, which)]
+    chunks = [part_b[c * chunk : (c + 1) * chunk] for c in chosen]
+    chunks[-1] = chunks[-1][: n_tokens - (k - 1) * (chunk + 1) - 1]  # exactly n_tokens, as data.subset does
+    write_sequences(out, chunks, {
+        "kind": f"challenge-{which}", "seed": seed, "chunk_tokens": chunk, "pool_chunks": len(pool),
+        "overlapping_windows": 3 * k > len(pool), "chunk_indices": chosen.tolist(),
+        "base_score_mean": float(scores[chosen].mean()), "base_score_pool_mean": float(scores[pool].mean())},
         shard_tokens=100_000_000, argv=[], prog=["python", "-m", "studies", "retrain"])

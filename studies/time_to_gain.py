@@ -14,9 +14,11 @@ is passed in as extra_seconds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from statistics import median
 
+from gpt2.atomic import atomic_open
 from gpt2.records import read_log
 
 
@@ -63,13 +65,30 @@ def time_to_gain(curve: list[dict], start_loss: float, end_loss: float, fraction
             "reached": reached}
 
 
-def arm_times(records: dict[int, dict], teacher_loss: float) -> dict | None:
-    """An arm's time to gain over its seeds ({seed: its result record, holding "curve" and "set_seconds"}): per
-    fraction, the steps and seconds (the set's generation included) of the seeds that reached it, and how many
-    did. The gain is each seed's start (its curve's step-0 evaluation: the base) minus the teacher's loss on the
-    same val slice. None where the records have no curves."""
-    runs = [time_to_gain(r["curve"], r["curve"][0]["val_loss"], teacher_loss, extra_seconds=r.get("set_seconds", 0.0))
-            for r in records.values() if r.get("curve") and r["curve"][0]["step"] == 0]
+def record_seconds(path: Path, run: str, curve: list[dict], set_seconds: float) -> None:
+    """Add one run's seconds (each evaluation's elapsed_s, the set's generation) to the JSON file `path`, the
+    study's one file of curve seconds: like timings.json, it differs between two runs of the same study, so the
+    runs' own records keep only steps and losses."""
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record[run] = {"elapsed_s": [p["elapsed_s"] for p in curve], "set_seconds": set_seconds}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+def arm_times(records: dict[int, dict], teacher_loss: float, seconds: dict[int, dict] | None = None) -> dict | None:
+    """An arm's time to gain over its seeds ({seed: its result record, holding "curve": [{"step", "val_loss"}]};
+    `seconds`: {seed: record_seconds' entry}): per fraction, the steps of the seeds that reached it and how many
+    did, and, where `seconds` has the seed, the seconds (the set's generation included). The gain is each seed's
+    start (its curve's step-0 evaluation: the base) minus the teacher's loss on the same val slice. None where
+    the records have no curves."""
+    seconds, runs = seconds or {}, []
+    for seed, r in records.items():
+        if not r.get("curve") or r["curve"][0]["step"] != 0:
+            continue
+        timed = seconds.get(seed, {"elapsed_s": [None] * len(r["curve"]), "set_seconds": None})
+        curve = [{**p, "elapsed_s": t} for p, t in zip(r["curve"], timed["elapsed_s"])]
+        runs.append(time_to_gain(curve, curve[0]["val_loss"], teacher_loss, extra_seconds=timed["set_seconds"]))
     if not runs:
         return None
     out = {}
@@ -77,17 +96,22 @@ def arm_times(records: dict[int, dict], teacher_loss: float) -> dict | None:
         hits = [run["reached"][i] for run in runs if run["reached"][i]["step"] is not None]
         out[f"{fraction['fraction']:g}"] = {"seeds": len(runs), "reached": len(hits),
                                             "steps": sorted(h["step"] for h in hits),
-                                            "seconds": sorted(h["seconds"] for h in hits)}
+                                            "seconds": sorted(h["seconds"] for h in hits if h["seconds"] is not None)}
     return out
 
 
-def times_table(times: dict[str, dict]) -> list[str]:
-    """Markdown rows: per arm and fraction of the gain, the median step and seconds of the seeds that reached it."""
+def times_table(times: dict[str, dict], with_seconds: bool) -> list[str]:
+    """Markdown rows: per arm and fraction of the gain, the seeds that reached it and their median step (and
+    median seconds, with_seconds)."""
     fractions = next(iter(times.values())).keys() if times else []
-    head = " | ".join(f"{float(f):.0%} of the gain: seeds, median step, median s" for f in fractions)
-    lines = [f"| arm | {head} |", "|---|" + "---:|" * len(fractions)]
+    what = "seeds, median step" + (", median s" if with_seconds else "")
+    lines = ["| arm | " + " | ".join(f"{float(f):.0%} of the gain: {what}" for f in fractions) + " |",
+             "|---|" + "---:|" * len(fractions)]
     for name, by_fraction in times.items():
-        cells = [f"{t['reached']}/{t['seeds']}" + (f", {median(t['steps']):g}, {median(t['seconds']):,.0f}"
-                                                   if t["reached"] else ", never") for t in by_fraction.values()]
+        cells = []
+        for t in by_fraction.values():
+            seconds = f", {median(t['seconds']):,.0f}" if with_seconds and t["seconds"] else ""
+            cells.append(f"{t['reached']}/{t['seeds']}" + (f", {median(t['steps']):g}{seconds}" if t["reached"]
+                                                           else ", never"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

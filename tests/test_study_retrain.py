@@ -42,10 +42,11 @@ def run_study(cfg: study_retrain.RetrainConfig) -> str:
 
 
 def results_of(cfg: study_retrain.RetrainConfig) -> dict[str, str]:
-    """Every result file but timings.json (seconds: the one file that differs between runs)."""
+    """Every result file but those of seconds, which differ between runs: timings.json, and the third edition's
+    curve_seconds.json and time_to_gain.md."""
     root = Path(cfg.results_dir)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "timings.json"}
+            if p.is_file() and p.name not in ("timings.json", "curve_seconds.json", "time_to_gain.md")}
 
 
 class Cut(Exception):

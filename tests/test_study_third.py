@@ -48,8 +48,10 @@ def test_the_third_editions_arms_run_with_curves_and_a_cut_arm_redoes_identicall
     assert run("real@lr=0.0003")["lr"] == 3e-4 and run("real")["lr"] == cfg.arm_lr
     assert run("real")["eval_tokens"] == 256 and run("real")["eval_interval"] == 1
     assert (work / "runs" / "real-s0" / "last.pt").exists() and not (work / "runs" / "real-s0" / "latest.pt").exists()
-    # The sets: the mixture holds the less-data set's real sequences, then synthetic ones; all the same size.
-    for name in ("real0.5", "real0.5+alpha=1,min_p=0.1", "edit0.15,alpha=1,min_p=0.1", "alpha=1,min_p=0.1,dedup"):
+    # The sets: the mixture holds the less-data set's real sequences, then synthetic ones; all the same size but
+    # the less-data set.
+    assert len(SplitTokens(work / "sets" / "real0.5-s0", "train")) == cfg.set_tokens // 2
+    for name in ("real0.5+alpha=1,min_p=0.1", "edit0.15,alpha=1,min_p=0.1", "alpha=1,min_p=0.1,dedup"):
         assert len(SplitTokens(work / "sets" / f"{name}-s0", "train")) == cfg.set_tokens, name
     mixture = json.loads((work / "sets" / "real0.5+alpha=1,min_p=0.1-s0" / "manifest.json").read_text())
     assert mixture["real_tokens"] == cfg.set_tokens // 2 and mixture["generation_seconds"] > 0
