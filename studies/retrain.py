@@ -251,7 +251,8 @@ class RetrainStudy:
             device=cfg.device, preview=5, **filters))
 
     def set_statistics(self, set_dir: Path) -> None:
-        """What a set holds (studies.sets.set_statistics) and what the teacher thought of it: results/sets/<set>.json."""
+        """What a set holds (studies.sets.set_statistics) and what the teacher thought of it, in
+        results/sets/<set>.json."""
         tokens = SplitTokens(set_dir, "train")[:].astype(np.int64)
         stats = set_statistics(tokens, self.train_counts, self.buckets)
         manifest = json.loads((set_dir / "manifest.json").read_text())

@@ -151,10 +151,10 @@ def arms(cfg: RetrainConfig) -> list[Arm]:
     out += [Arm(f"{set_name(a, m)},no-prompt-loss", set_name(a, m), f"p^{a:g} continuations, prompts out of the loss",
                 set_name(a, m), (("ignore_first_tokens", cfg.prompt_tokens),)) for a in cfg.prompt_loss_alphas]
     if cfg.recipe_alphas:
-        recipe = (("lr", cfg.recipe_lr),)
-        out += [Arm(f"{n}@lr={cfg.recipe_lr:g}", n, f"{what}, peak lr {cfg.recipe_lr:g}", f"{REAL}@lr={cfg.recipe_lr:g}",
-                    recipe) for n, what in [(REAL, WHAT[REAL])] + [(set_name(a, m), f"p^{a:g} continuations")
-                                                                   for a in cfg.recipe_alphas]]
+        lr = cfg.recipe_lr
+        recipe = [(REAL, WHAT[REAL])] + [(set_name(a, m), f"p^{a:g} continuations") for a in cfg.recipe_alphas]
+        out += [Arm(f"{n}@lr={lr:g}", n, f"{what}, peak lr {lr:g}", f"{REAL}@lr={lr:g}", (("lr", lr),))
+                for n, what in recipe]
     return out
 
 

@@ -304,10 +304,10 @@ def time_section(results: Path, names: list[str], seeds: list[int]) -> list[str]
             *times_table(times, with_seconds=False)]
 
 
-TIME_NOTE = ("Each arm's val loss on a fixed slice of the val split every curve_interval steps; the fine-tuning gain is "
-             "the base's loss there (each curve's step 0) minus the teacher's. For 50% and 80% of it: the seeds whose "
-             "curve reached it, and the median step and wall seconds (training so far plus the time that made the "
-             "set) of the first evaluation at or below it, resolved to the evaluation interval.")
+TIME_NOTE = ("Each arm's val loss on a fixed slice of the val split every curve_interval steps; the fine-tuning "
+             "gain is the base's loss there (each curve's step 0) minus the teacher's. For 50% and 80% of it: the "
+             "seeds whose curve reached it, and the median step (and wall seconds: training so far plus the time "
+             "that made the set) of the first evaluation at or below it, resolved to the evaluation interval.")
 
 
 HEADLINE_NOTE = ("vs base: the change of held-out perplexity against the base. Fine-tuning gain kept: (base loss - "
