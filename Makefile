@@ -154,6 +154,9 @@ GPT2_ARMS ?=
 study-gpt2-third: install  ## the third edition's arms with GPT-2 itself (a GPU; resumable) -> results/study-gpt2-third/
 	$(MAKE) study-gpt2 GPT2_STUDY=study-gpt2-third GPT2_ARMS="$(THIRD_ARMS_GPT2)"
 
+study-teachers: install  ## the third edition's two studies side by side -> results/teachers.md
+	$(PY) -m studies report teachers --weak results/study-weak --strong results/study-strong --out_dir results
+
 # GPT-2 itself under the third edition's arms (a GPU): make study-gpt2-third
 THIRD_ARMS_GPT2 = --alphas 1 -1 --min_ps 0.002 --kd_weights --kd_alphas --kd_min_p 0.002 --no-challenge \
 	--less_data_shares 0.67 --mix_shares 0.67 0.33 --edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 \
@@ -238,7 +241,7 @@ $(BASE_EXPORT)/model.safetensors: | install
 THIRD_ARMS ?= --seeds 0 1 2 3 4 --alphas 1 -1 --min_ps 0.002 --extra_min_p 0.002 --kd_weights --kd_alphas \
 	--kd_min_p 0.002 --no-challenge --less_data_shares 0.67 --mix_shares 0.67 0.33 --mix_alphas 1 -1 \
 	--edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 --recipe_alphas 1 --curve_interval 2 --article_cut
-.PHONY: study-weak study-strong study-gpt2-third
+.PHONY: study-weak study-strong study-teachers study-gpt2-third
 study-weak: install $(STUDY_DATA)/manifest.json  ## third edition, weak teacher (2 CPU cores; resumable) -> results/study-weak/
 	$(STUDY_PY) -m studies retrain --data_dir $(STUDY_DATA) --work_dir study-weak --results_dir results/study-weak \
 		$(THIRD_ARMS) $(STUDY_RETRAIN_ARGS)

@@ -4,6 +4,7 @@
     python -m studies retrain --data_dir shards/wikitext2-offline        # make study-retrain
     python -m studies report sweep --results_dir results/study           # make study-report
     python -m studies report retrain --results_dir results/study-retrain # make study-retrain-report
+    python -m studies report teachers --weak results/study-weak --strong results/study-strong  # make study-teachers
 
 Every flag after the command is that command's own (`python -m studies sweep --help` lists them).
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from studies import retrain, retrain_report, sweep, sweep_report
+from studies import retrain, retrain_report, sweep, sweep_report, teachers_report
 
 COMMANDS = {"sweep": sweep.main, "retrain": retrain.main}
-REPORTS = {"sweep": sweep_report.main, "retrain": retrain_report.main}
+REPORTS = {"sweep": sweep_report.main, "retrain": retrain_report.main, "teachers": teachers_report.main}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("-h", "--help") or command == "report" and rest[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return None
-    sys.exit(__doc__ + "\nerror: give a command: sweep, retrain, or report sweep|retrain" +
+    sys.exit(__doc__ + "\nerror: give a command: sweep, retrain, or report sweep|retrain|teachers" +
              (f" (not {' '.join(argv[:2])!r})" if argv else ""))
 
 

@@ -122,12 +122,18 @@ def versus(c: dict | None) -> str:
 
 
 def adjust_for_multiplicity(arms: dict[str, dict], contrasts: list[dict]) -> int:
-    """Holm-adjusted p-values ("holm") on every paired test of the report, one family; returns its size."""
-    tests = {f"{name} vs {row['vs_real']['against']}": row["vs_real"] for name, row in arms.items()
-             if "p" in row.get("vs_real", {})}
-    tests |= {f"{c['a']} vs {c['b']}": c for c in contrasts if "p" in c}
-    for key, p in holm({k: c["p"] for k, c in tests.items()}).items() if tests else ():
-        tests[key]["holm"] = p
+    """Holm-adjusted p-values ("holm") on every paired test of the report, one family (a test shown twice, in the
+    headline and among the contrasts, counts once); returns the family's size."""
+    tests: dict[str, list[dict]] = {}
+    for name, row in arms.items():
+        if "p" in row.get("vs_real", {}):
+            tests.setdefault(f"{name} vs {row['vs_real']['against']}", []).append(row["vs_real"])
+    for c in contrasts:
+        if "p" in c:
+            tests.setdefault(f"{c['a']} vs {c['b']}", []).append(c)
+    for key, p in holm({k: shown[0]["p"] for k, shown in tests.items()}).items() if tests else ():
+        for c in tests[key]:
+            c["holm"] = p
     return len(tests)
 
 

@@ -5,7 +5,8 @@ deviation. For n = 3 that is 4.30 standard errors, not the normal 1.96: three se
 interval says so.
 
 Two arms compared on the same seeds are compared seed by seed (`paired_contrast`: a paired t-test), and a
-dose-response over seeds is a slope with seed as a fixed effect (`trend_test`). Their p-values need
+dose-response over seeds is a slope with seed as a fixed effect (`trend_test`); a contrast measured under two
+teachers is compared across them as two independent samples (`welch_contrast`). Their p-values need
 Student's t distribution function, computed here (`t_cdf`) so that the product needs no scipy.
 
 Two checks on those p-values: `sign_flip_test`, the exact paired permutation test, which assumes no normal
@@ -146,6 +147,24 @@ def paired_contrast(a: list[float], b: list[float]) -> dict:
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     return {"mean": mean, **_t_summary(mean, sd / math.sqrt(n), n - 1), "n": n, "differences": diffs}
+
+
+def welch_contrast(a: list[float], b: list[float]) -> dict:
+    """Mean of a minus mean of b for two independent samples (e.g. one contrast under two teachers: the seeds
+    share numbers, not models), Welch's t-test: unequal variances, Welch-Satterthwaite df. The 95% interval uses
+    t_975 at the df rounded down (a slightly wider interval where df is not tabulated); the p-value uses the
+    exact df. Returns {"mean", "half_width", "low", "high", "se", "t", "df", "p", "n_a", "n_b"}."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"welch_contrast needs at least 2 values on each side, got {len(a)} and {len(b)}")
+    var = lambda xs: sum((x - sum(xs) / len(xs)) ** 2 for x in xs) / (len(xs) - 1)  # noqa: E731
+    va, vb = var(a) / len(a), var(b) / len(b)
+    se, mean = math.sqrt(va + vb), sum(a) / len(a) - sum(b) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
+    t = mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
+    half = t_975(max(1, int(df))) * se
+    return {"mean": mean, "half_width": half, "low": mean - half, "high": mean + half, "se": se, "t": t, "df": df,
+            "p": t_two_sided_p(t, df) if t != 0 else 1.0, "n_a": len(a), "n_b": len(b)}
 
 
 def trend_test(xs: list[float], ys: list[float], seeds: list) -> dict:

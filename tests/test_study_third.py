@@ -15,6 +15,7 @@ from data.loader import SplitTokens
 from data.sequences import write_sequences
 from gpt2.tokenizer import EOT_ID
 from studies import retrain as study_retrain
+from studies import retrain_report, teachers_report
 from studies.retrain_sets import read_sequences, write_less_data, write_mixture
 from test_study_retrain import results_of, run_study, toy_config, toy_data
 
@@ -59,6 +60,12 @@ def test_the_third_editions_arms_run_with_curves_and_a_cut_arm_redoes_identicall
     assert "sign-flip" in text and "Holm" in text and "### Time to gain" in text
     assert "| real0.5+alpha=1,min_p=0.1 | real0.5 |" in text and "| real@lr=0.0003 | real |" in text
     assert "vs alpha=1,min_p=0.1: " in text  # the deduplicated and prompt-loss arms are read against their set
+
+    # The teachers' report, here with the same study on both sides: every arm's ratio to real text unmoved.
+    teachers = teachers_report.report(results, results, tmp_path / "teachers")
+    assert "## The teachers" in teachers and "| weak | bigram |" in teachers and "| strong | teacher |" in teachers
+    moved = json.loads((tmp_path / "teachers" / "teachers.json").read_text())["arms"]["alpha=1,min_p=0.1"]["moved"]
+    assert moved["mean"] == 0 and moved["p"] == 1.0
 
     finished = results_of(cfg)
     for name in ("real0.5+alpha=1,min_p=0.1-s1", "edit0.15,alpha=1,min_p=0.1-s1"):
@@ -106,3 +113,13 @@ def test_the_article_cut_moves_the_heldout_slice_to_article_starts(tmp_path, mon
     cut = study_retrain.RetrainStudy(study_retrain.RetrainConfig(**{**study_retrain.config_to_dict(cfg),
                                                                     "article_cut": True}))
     assert cut.heldout_range == (550, 1150)  # 600 -> the start at 550; 550 + 500 -> the start at 1,150
+
+
+def test_holm_adjusts_over_the_reports_tests_counting_one_shown_twice_once():
+    arms = {"x": {"vs_real": {"against": "real", "p": 0.01}}, "y": {"vs_real": {"against": "real", "p": 0.04}},
+            "real": {}}
+    contrasts = [{"a": "x", "b": "real", "p": 0.01}, {"a": "y", "b": "x", "p": 0.03}, {"a": "z", "b": "x"}]
+    assert retrain_report.adjust_for_multiplicity(arms, contrasts) == 3
+    assert arms["x"]["vs_real"]["holm"] == contrasts[0]["holm"] == pytest.approx(0.03)  # 0.01 x 3
+    assert contrasts[1]["holm"] == pytest.approx(0.06) and arms["y"]["vs_real"]["holm"] == pytest.approx(0.06)
+    assert "holm" not in contrasts[2]  # no test, no adjustment
