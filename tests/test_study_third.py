@@ -48,6 +48,11 @@ def test_the_third_editions_arms_run_with_curves_and_a_cut_arm_redoes_identicall
     assert run("alpha=1,min_p=0.1")["ignore_first_tokens"] == 0
     assert run("real@lr=0.0003")["lr"] == 3e-4 and run("real")["lr"] == cfg.arm_lr
     assert run("real")["eval_tokens"] == 256 and run("real")["eval_interval"] == 1
+    evals = [json.loads(line) for line in (work / "runs" / "real-s0" / "log.jsonl").read_text().splitlines()]
+    assert {e["val_tokens"] for e in evals if e["kind"] == "eval"} == {255}  # the curve's slice: 256 tokens
+    teacher = json.loads((results / "teacher.json").read_text())
+    base_curve = json.loads((results / "real-s0.json").read_text())["curve"][0]["val_loss"]
+    assert teacher["curve_val_loss"] < base_curve  # the same slice: the teacher ahead of the base
     assert (work / "runs" / "real-s0" / "last.pt").exists() and not (work / "runs" / "real-s0" / "latest.pt").exists()
     # The sets: the mixture holds the less-data set's real sequences, then synthetic ones; all the same size but
     # the less-data set.
