@@ -240,14 +240,22 @@ def mixed_addmm(device_type: str, dtype: torch.dtype = torch.bfloat16) -> bool:
     return bool(torch.equal(total, 1 + g.float().t() @ h.float()))
 
 
-def weight_grad_path(device_type: str, dtype: torch.dtype) -> str:
-    """How the head's weight gradient is summed over the chunks, for matmuls in `dtype` on this device."""
+def _weight_grad_mode(device_type: str, dtype: torch.dtype, probe: bool = True) -> str:
+    """The one decision of how the head's weight gradient is summed over the chunks: "float32" (addmm_),
+    "mixed" (`_addmm_mixed`: low-precision factors summed in float32) or "product" (each chunk's low-precision
+    product added to the float32 sum). `probe=False` (inside a graph being compiled) does not ask
+    `mixed_addmm`: the product path, whose ops every compiler knows."""
     if dtype == torch.float32:
-        return "float32 addmm_"
-    if mixed_addmm(device_type, dtype):
-        return f"{_dtype_name(dtype)} factors summed in float32 (addmm out_dtype)"
-    return (f"each chunk's {_dtype_name(dtype)} product added to a float32 sum (this torch's addmm has no "
-            f"out_dtype on {device_type})")
+        return "float32"
+    return "mixed" if probe and mixed_addmm(device_type, dtype) else "product"
+
+
+def weight_grad_path(device_type: str, dtype: torch.dtype) -> str:
+    """How the head's weight gradient is summed over the chunks, for matmuls in `dtype` on this device, in words."""
+    return {"float32": "float32 addmm_",
+            "mixed": f"{_dtype_name(dtype)} factors summed in float32 (addmm out_dtype)",
+            "product": f"each chunk's {_dtype_name(dtype)} product added to a float32 sum (this torch's addmm has no "
+                       f"out_dtype on {device_type})"}[_weight_grad_mode(device_type, dtype)]
 
 
 @functools.cache
@@ -285,11 +293,12 @@ class _HeadGrads:
         the first `rows` rows are real (the rest pad the last chunk; their g is 0)."""
         if self.need_hidden:
             self.hidden_chunks.append((g[:rows] @ w).to(self.hidden_dtype))  # (n, V) @ (V, C) -> (n, C)
-        if self.need_weight:  # (V, n) @ (n, C) added in place to the float32 sum
-            if g.dtype == torch.float32:
+        if self.need_weight:  # (V, n) @ (n, C) added in place to the float32 sum (a loss compiled with its
+            # caller, as a test does, does not probe: the product path)
+            mode = _weight_grad_mode(g.device.type, g.dtype, probe=not torch.compiler.is_compiling())
+            if mode == "float32":
                 self.weight.addmm_(g.t(), h)
-            elif not torch.compiler.is_compiling() and mixed_addmm(g.device.type, g.dtype):  # (a loss compiled
-                # with its caller, as a test does, leaves the choice to the caller's compiler)
+            elif mode == "mixed":
                 _addmm_mixed(self.weight, g, h)
             else:  # a (V, C) product in the low precision, then the add; one buffer for every chunk (a new one
                 # each time costs a CPU its page faults, more than the multiply's own time at these sizes)

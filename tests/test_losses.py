@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gpt2.losses import IGNORE_INDEX, linear_cross_entropy, linear_kd_loss, mixed_addmm, default_chunk_size
+from gpt2.losses import (IGNORE_INDEX, _weight_grad_mode, default_chunk_size, linear_cross_entropy, linear_kd_loss,
+                         mixed_addmm, weight_grad_path)
 
 B, T, C, V = 2, 37, 24, 1000  # N = 74 rows
 CHUNKS = [16, 25, None]  # 16 and 25 do not divide 74; None: the default, larger than N (one chunk)
@@ -309,6 +310,12 @@ def test_chunks_are_sized_for_the_device():
     where addmm can do it (out_dtype, CUDA); this CPU's addmm cannot, and takes the bf16 product then the add."""
     assert default_chunk_size(torch.device("cuda")) == 2048 and default_chunk_size(torch.device("cpu")) == 256
     assert not mixed_addmm("cpu")
+    # One decision, read by the loss and by the line it prints: a float32 addmm_, or here the bf16 product.
+    assert _weight_grad_mode("cpu", torch.float32) == "float32" and weight_grad_path("cpu", torch.float32) == \
+        "float32 addmm_"
+    assert _weight_grad_mode("cpu", torch.bfloat16) == "product" and "product added" in weight_grad_path(
+        "cpu", torch.bfloat16)
+    assert _weight_grad_mode("cuda", torch.bfloat16, probe=False) == "product"  # inside a compiled graph: no probe
 
 
 def test_the_chunk_function_compiles_once_for_every_chunk_and_batch():
