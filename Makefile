@@ -226,8 +226,8 @@ base: install $(CORPUS)/manifest.json  ## pretrain the base on $(CORPUS) -> $(BA
 	$(STUDY_PY) train.py $(BASE_TRAIN) $(if $(wildcard $(BASE_DIR)/latest.pt),--resume) $(BASE_ARGS)
 
 BASE_EXPORT ?= results/corpus-base
-base-export: install  ## the base's best weights (best.pt) as a Hugging Face folder in $(BASE_EXPORT) (--init takes it), with its records
-	$(PY) -m gpt2.checkpoint export $(BASE_DIR) $(BASE_EXPORT)
+base-export: install  ## the base's best weights (best.pt) in bf16 as a Hugging Face folder in $(BASE_EXPORT) (--init takes it), with its records
+	$(PY) -m gpt2.checkpoint export $(BASE_DIR) $(BASE_EXPORT) --dtype bfloat16
 	cp $(BASE_DIR)/run.json $(BASE_DIR)/log.jsonl $(BASE_EXPORT)/
 	cp $(CORPUS)/manifest.json $(BASE_EXPORT)/corpus-manifest.json
 

@@ -176,9 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     export = sub.add_parser("export", help="write a checkpoint's weights as a Hugging Face GPT-2 folder")
     export.add_argument("checkpoint", help="a train.py checkpoint (.pt) or run directory (uses best.pt, else latest.pt)")
     export.add_argument("out_dir", help="folder to write config.json and the weights into")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="the weights' dtype in the folder (default: the checkpoint's); bfloat16 halves the file")
     args = parser.parse_args(argv)
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, dtype=getattr(torch, args.dtype) if args.dtype else None)
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     save_hf(model, args.out_dir)

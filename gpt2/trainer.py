@@ -71,7 +71,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> GPT:
                            dropout=cfg.dropout)
         return GPT(config, seed=cfg.seed).to(device)
     try:
-        model = load_model(cfg.init, device=device, dropout=cfg.dropout)
+        model = load_model(cfg.init, device=device, dtype=torch.float32, dropout=cfg.dropout)  # float32 weights
+        # whatever the file holds (a bf16 export): AdamW updates them, autocast computes in the low precision
     except DownloadError as e:
         raise TrainingStopped(f"{e}\nWith the weights on disk, pass their folder (config.json + model.safetensors) "
                               "as --init DIR; or train a small model with --init scratch") from e

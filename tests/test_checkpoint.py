@@ -119,3 +119,22 @@ def test_export_matches_transformers(tmp_path):
     idx = torch.randint(0, TINY.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, model(idx), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bf16_export_is_half_the_size_and_trains_in_float32(tmp_path):
+    """`export --dtype bfloat16` rounds the weights to bf16 (half the file); a run started from that folder
+    (train.py --init) holds float32 weights, the rounded values, for AdamW to update."""
+    from gpt2.train_config import TrainConfig
+    from gpt2.trainer import build_model
+
+    model = GPT(TINY, seed=4).eval()
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "best.pt", state_of(model))
+    export_main(["export", str(tmp_path / "run"), str(tmp_path / "fp32")])
+    export_main(["export", str(tmp_path / "run"), str(tmp_path / "bf16"), "--dtype", "bfloat16"])
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("fp32", "bf16")]
+    assert sizes[1] < 0.52 * sizes[0]
+    assert load_model(tmp_path / "bf16").transformer.wte.weight.dtype == torch.bfloat16
+    trained = build_model(TrainConfig(init=str(tmp_path / "bf16"), seq_len=16), torch.device("cpu"))
+    assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    assert torch.equal(trained.transformer.wte.weight, model.transformer.wte.weight.to(torch.bfloat16).float())
