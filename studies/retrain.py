@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from data.articles import article_starts
 from data.distill import DistillConfig, DistillError, distill
@@ -178,7 +179,7 @@ class RetrainStudy:
         """Held-out perplexity of a model (model_source() builds it): the JSON record (with `extra`), and its
         per-token NLL in work_dir/nll/<name>.npy (float32, target i = held-out token i + 1)."""
         heldout = self.heldout()
-        model = model_source().to(self.device)
+        model = model_source().to(self.device, torch.float32)  # a bf16 export too: weights as trained, autocast
         result = evaluate_perplexity(model, heldout, seq_len=self.cfg.seq_len, stride=self.cfg.seq_len,
                                      device=self.device, autocast_dtype=self.amp_dtype, progress=False, per_token=True)
         nll_path = self.work / "nll" / f"{name}.npy"
@@ -271,7 +272,7 @@ class RetrainStudy:
             return np.load(path)
         part_b = self.train_tokens[self.n_a :]
         n = len(part_b) // L
-        model = load_model(self.base_checkpoint(), device=self.device)
+        model = load_model(self.base_checkpoint(), device=self.device, dtype=torch.float32)  # as every model here
         nll = evaluate_perplexity(model, part_b[: n * L], seq_len=L, stride=L, device=self.device,
                                   autocast_dtype=self.amp_dtype, progress=False, per_token=True).token_nll
         nll = np.concatenate([nll, [np.nan]]).reshape(n, L)[:, : L - 1]  # drop each window's look at the next chunk

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from data.loader import SplitTokens
@@ -128,3 +129,21 @@ def test_holm_adjusts_over_the_reports_tests_counting_one_shown_twice_once():
     assert arms["x"]["vs_real"]["holm"] == contrasts[0]["holm"] == pytest.approx(0.03)  # 0.01 x 3
     assert contrasts[1]["holm"] == pytest.approx(0.06) and arms["y"]["vs_real"]["holm"] == pytest.approx(0.06)
     assert "holm" not in contrasts[2]  # no test, no adjustment
+
+
+def test_a_bf16_base_is_evaluated_with_float32_weights(tmp_path, monkeypatch):
+    """The strong base is committed in bf16 (make base-export); the study scores every model with float32 weights
+    (the bf16 values), as the runs continued from it hold them."""
+    from gpt2.config import GPTConfig
+    from gpt2.model import GPT
+
+    scored, real = [], study_retrain.evaluate_perplexity
+    monkeypatch.setattr(study_retrain, "evaluate_perplexity",
+                        lambda model, *a, **k: scored.append(next(model.parameters()).dtype) or real(model, *a, **k))
+    cfg = toy_config(tmp_path, toy_data(tmp_path))
+    study = study_retrain.RetrainStudy(cfg)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, n_positions=32), seed=0).to(torch.bfloat16)
+    rounded = model.transformer.wte.weight.detach().clone()
+    study.evaluate("bf16-base", lambda: model)
+    assert scored == [torch.float32] and torch.equal(model.transformer.wte.weight.to(torch.bfloat16), rounded)
+    assert (Path(cfg.results_dir) / "bf16-base.json").exists()
