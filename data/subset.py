@@ -17,7 +17,6 @@ the middle or the easiest k, for continuing a model on challenging real examples
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +26,7 @@ import numpy as np
 from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import ShardError, read_manifest
-from gpt2.cli import config_to_dict, parse_config
+from gpt2.cli import config_to_dict, run_config
 from gpt2.metrics.diversity import text_stats
 
 
@@ -141,12 +140,7 @@ def make_subset(cfg: SubsetConfig, argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(SubsetConfig, argv)
-    print(config_to_dict(cfg))
-    try:
-        manifest = make_subset(cfg, argv)
-    except (SubsetError, FileNotFoundError, ShardError) as e:
-        sys.exit(f"error: {e}")
+    cfg, manifest = run_config(SubsetConfig, argv, lambda cfg: make_subset(cfg, argv), errors=(SubsetError, FileNotFoundError, ShardError))
     c, q = manifest["counts"], manifest["quality"]
     print(f"{cfg.out_dir}: {c['tokens']:,} tokens, {c['sequences']:,} chunks of {c['chunk_tokens']} from "
           f"{cfg.data_dir} ({manifest['source']['fraction_taken']:.1%} of its train split); distinct-1/2/3 "

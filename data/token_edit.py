@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from data.loader import SplitTokens
 from data.sequences import write_sequences
 from data.shards import ShardError, read_manifest
 from data.subset import SubsetError, take_chunks
-from gpt2.cli import config_to_dict, parse_config, require_positive
+from gpt2.cli import config_to_dict, require_positive, run_config
 from gpt2.device import describe, resolve_device_and_dtype
 from gpt2.model import GPT
 from gpt2.sampler import draw, plausible_weights
@@ -214,12 +213,7 @@ def manifest_record(cfg: TokenEditConfig, teacher: GPT, train: SplitTokens, star
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(TokenEditConfig, argv)
-    print(config_to_dict(cfg))
-    try:
-        manifest = token_edit(cfg, argv)
-    except (DistillError, FileNotFoundError, ShardError) as e:
-        sys.exit(f"error: {e}")
+    cfg, manifest = run_config(TokenEditConfig, argv, lambda cfg: token_edit(cfg, argv), errors=(DistillError, FileNotFoundError, ShardError))
     c, q = manifest["counts"], manifest["quality"]
     surprisal = "" if q["mean_surprisal_nats"] is None else (f"; mean surprisal {q['mean_surprisal_nats']:.3f} nats "
                                                              f"(the real tokens': {q['real_mean_surprisal_nats']:.3f})")

@@ -32,17 +32,23 @@ P, G = 8, 24  # prompt and generated tokens per sequence
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def spread_out_teacher(path) -> str:
+    """A tiny teacher with spread-out logits (so that "plausible" and "rare" differ), saved at `path`: logits
+    that depend mostly on the position, so the next-token distribution is far from uniform (a few dozen tokens
+    within 10x of the best) and does not favour repeating the last token. test_token_edit.py uses it too."""
+    teacher = GPT(GPTConfig(vocab_size=VOCAB, n_positions=64, n_layer=2, n_head=2, n_embd=32), seed=0)
+    with torch.no_grad():
+        teacher.transformer.wte.weight.mul_(10.0)
+        teacher.transformer.wpe.weight.mul_(100.0)
+    save_checkpoint(path, TrainState(model=teacher.state_dict(), model_config=dataclasses.asdict(teacher.config)))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A teacher with spread-out logits (so that "plausible" and "rare" differ) and a train split."""
     root = tmp_path_factory.mktemp("distill")
-    teacher = GPT(GPTConfig(vocab_size=VOCAB, n_positions=64, n_layer=2, n_head=2, n_embd=32), seed=0)
-    with torch.no_grad():
-        # Spread-out logits that depend mostly on the position: the next-token distribution is far from
-        # uniform (a few dozen tokens within 10x of the best), and does not favour repeating the last token.
-        teacher.transformer.wte.weight.mul_(10.0)
-        teacher.transformer.wpe.weight.mul_(100.0)
-    save_checkpoint(root / "teacher.pt", TrainState(model=teacher.state_dict(), model_config=dataclasses.asdict(teacher.config)))
+    spread_out_teacher(root / "teacher.pt")
     rng = np.random.default_rng(0)
     data = root / "data"
     data.mkdir()

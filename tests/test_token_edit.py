@@ -5,7 +5,6 @@ stop with a message."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -17,10 +16,9 @@ from data.loader import SplitTokens
 from data.shards import write_shard
 from data.token_edit import TokenEditConfig, TokenEditError, chunk_streams, edit_positions, n_edits
 from gpt2 import tokenizer
-from gpt2.checkpoint import TrainState, load_model, save_checkpoint
+from gpt2.checkpoint import load_model
 from gpt2.cli import parse_config
-from gpt2.config import GPTConfig
-from gpt2.model import GPT
+from test_distill import spread_out_teacher
 
 VOCAB = 256  # ids < 256 are GPT-2's byte tokens; the real text uses ids < 200, so 250 is never real
 L = 32  # tokens per chunk
@@ -33,11 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def world(tmp_path_factory) -> dict:
     """A teacher with spread-out logits (several plausible tokens, as in test_distill.py) and a train split."""
     root = tmp_path_factory.mktemp("token_edit")
-    teacher = GPT(GPTConfig(vocab_size=VOCAB, n_positions=64, n_layer=2, n_head=2, n_embd=32), seed=0)
-    with torch.no_grad():
-        teacher.transformer.wte.weight.mul_(10.0)
-        teacher.transformer.wpe.weight.mul_(100.0)
-    save_checkpoint(root / "teacher.pt", TrainState(model=teacher.state_dict(), model_config=dataclasses.asdict(teacher.config)))
+    spread_out_teacher(root / "teacher.pt")
     data = root / "data"
     data.mkdir()
     write_shard(data / "train_000000.bin", np.random.default_rng(0).integers(0, 200, size=3000))
