@@ -69,8 +69,8 @@ from gpt2.training import TrainingStopped
 from studies import ngram, retrain_report
 from studies.evaluations import cut_test_split, train_run, write_json
 from studies.progress import Progress
-from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, Arm, RetrainConfig, arms, edit_name, kd_names,
-                                  mix_name, plan_record, same_settings, set_name)
+from studies.retrain_plan import (CHALLENGE, PART_A, PART_B, REAL, Arm, RetrainConfig, edit_name, kd_names, mix_name,
+                                  plan_record, same_settings, seed_arms, set_name)
 from studies.retrain_plan import arm_names  # noqa: F401 (read by the tests and callers as retrain.arm_names)
 from studies.retrain_sets import generation_seconds, write_challenge_set, write_less_data, write_mixture
 from studies.time_to_gain import record_seconds, val_curve
@@ -329,10 +329,10 @@ class RetrainStudy:
             plan += self.seed_pieces(seed)
         return plan
 
-    @property
-    def set_names(self) -> list[str]:
-        """Every set an arm trains on, once, in order (the parts are not sets)."""
-        return [n for n in dict.fromkeys([*self.samplings, *(a.data for a in arms(self.cfg))]) if n not in self.dirs]
+    def set_names(self, seed: int) -> list[str]:
+        """Every set an arm of the seed trains on, once, in order (the parts are not sets)."""
+        names = [*self.samplings, *(a.data for a in seed_arms(self.cfg, seed))]
+        return [n for n in dict.fromkeys(names) if n not in self.dirs]
 
     @property
     def arm_evals(self) -> int:
@@ -348,11 +348,11 @@ class RetrainStudy:
         units |= {edit_name(cfg.edit_share, a, cfg.extra_min_p): COST["eval"] * cfg.set_tokens for a in cfg.edit_alphas}
         plan = [Piece(f"set {name}-s{seed}", self.results / "sets" / f"{name}-s{seed}.json", units.get(name, 0.0),
                       lambda name=name: self.set_statistics(self.set_data(name, seed)))
-                for name in self.set_names]
+                for name in self.set_names(seed)]
         plan += [Piece(f"arm {arm.name}-s{seed}", self.results / f"{arm.name}-s{seed}.json",
                        self.train_units(cfg.arm_steps, evals=self.arm_evals) + held,
                        lambda arm=arm: self.continue_base(arm, seed))
-                 for arm in arms(cfg)]
+                 for arm in seed_arms(cfg, seed)]
         plan += [Piece(f"student {student}-s{seed}", self.results / f"{student}-s{seed}.json",
                        self.train_units(cfg.arm_steps, "kd") + held,
                        lambda s=student, d=data, w=weight: self.kd_student(f"{s}-s{seed}", d, w, seed))

@@ -69,6 +69,8 @@ class RetrainConfig:
     prompt_loss_alphas: list[float] = field(default_factory=list)  # these sets again, the prompt out of the loss
     recipe_alphas: list[float] = field(default_factory=list)  # real text and these sets under a second recipe:
     recipe_lr: float = 3e-4                                    # this peak lr, the same steps
+    side_seeds: int = 0  # the side arms (deduplicated sets, the prompt out of the loss, the second recipe) on
+                         # the first this many seeds only; 0: on every seed
     curve_interval: int = 0  # every arm's val loss every this many steps (time to gain); 0: at its end only. The
                              # arm's evaluated weights are its last step's either way
     curve_tokens: int = 8192  # the curves score the val split's first this many tokens (a fixed slice)
@@ -97,8 +99,8 @@ class RetrainConfig:
         if any(not 0 < s < 1 for s in [*self.mix_shares, *self.less_data_shares, self.edit_share,
                                         self.dedup_max_shared]):
             raise ValueError("--mix_shares, --less_data_shares, --edit_share and --dedup_max_shared must lie in (0, 1)")
-        if self.curve_interval < 0:
-            raise ValueError(f"--curve_interval must be >= 0 (0: no curve), got {self.curve_interval}")
+        if self.side_seeds < 0 or self.curve_interval < 0:
+            raise ValueError("--side_seeds and --curve_interval must be >= 0 (0: every seed; no curve)")
         if self.prompt_tokens + self.gen_tokens > self.seq_len:
             raise ValueError(f"--prompt_tokens + --gen_tokens = {self.prompt_tokens + self.gen_tokens} must fit the "
                              f"models' context, --seq_len {self.seq_len}")
@@ -123,6 +125,7 @@ class Arm:
     what: str
     reference: str = REAL
     train: tuple[tuple[str, object], ...] = ()
+    side: bool = False  # a side arm: run on the first side_seeds seeds only, where that is set
 
 
 def mix_name(share: float, synthetic: str) -> str:
@@ -147,19 +150,26 @@ def arms(cfg: RetrainConfig) -> list[Arm]:
     out += [Arm(edit_name(cfg.edit_share, a, m), edit_name(cfg.edit_share, a, m),
                 f"real chunks, {cfg.edit_share:g} of positions redrawn with p^{a:g}") for a in cfg.edit_alphas]
     out += [Arm(f"{set_name(a, m)},dedup", f"{set_name(a, m)},dedup", f"p^{a:g} continuations deduplicated across "
-                f"sequences", set_name(a, m)) for a in cfg.dedup_alphas]
+                f"sequences", set_name(a, m), side=True) for a in cfg.dedup_alphas]
     out += [Arm(f"{set_name(a, m)},no-prompt-loss", set_name(a, m), f"p^{a:g} continuations, prompts out of the loss",
-                set_name(a, m), (("ignore_first_tokens", cfg.prompt_tokens),)) for a in cfg.prompt_loss_alphas]
+                set_name(a, m), (("ignore_first_tokens", cfg.prompt_tokens),), side=True)
+            for a in cfg.prompt_loss_alphas]
     if cfg.recipe_alphas:
         lr = cfg.recipe_lr
         recipe = [(REAL, WHAT[REAL])] + [(set_name(a, m), f"p^{a:g} continuations") for a in cfg.recipe_alphas]
-        out += [Arm(f"{n}@lr={lr:g}", n, f"{what}, peak lr {lr:g}", f"{REAL}@lr={lr:g}", (("lr", lr),))
+        out += [Arm(f"{n}@lr={lr:g}", n, f"{what}, peak lr {lr:g}", f"{REAL}@lr={lr:g}", (("lr", lr),), side=True)
                 for n, what in recipe]
     return out
 
 
 def arm_names(cfg: RetrainConfig) -> list[str]:
     return [a.name for a in arms(cfg)]
+
+
+def seed_arms(cfg: RetrainConfig, seed: int) -> list[Arm]:
+    """The arms a seed runs: every arm, but the side arms only on the first side_seeds seeds (where set)."""
+    main = not cfg.side_seeds or cfg.seeds.index(seed) < cfg.side_seeds
+    return [a for a in arms(cfg) if main or not a.side]
 
 
 def kd_names(cfg: RetrainConfig) -> list[tuple[str, str, float]]:

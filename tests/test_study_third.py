@@ -147,3 +147,15 @@ def test_a_bf16_base_is_evaluated_with_float32_weights(tmp_path, monkeypatch):
     study.evaluate("bf16-base", lambda: model)
     assert scored == [torch.float32] and torch.equal(model.transformer.wte.weight.to(torch.bfloat16), rounded)
     assert (Path(cfg.results_dir) / "bf16-base.json").exists()
+
+
+def test_side_arms_run_on_the_first_side_seeds_only(tmp_path):
+    from studies.retrain_plan import seed_arms
+
+    cfg = study_retrain.RetrainConfig(**{**study_retrain.config_to_dict(third_config(tmp_path)), "side_seeds": 1})
+    first, second = ([a.name for a in seed_arms(cfg, s)] for s in cfg.seeds)
+    side = {"alpha=1,min_p=0.1,dedup", "alpha=1,min_p=0.1,no-prompt-loss", "real@lr=0.0003",
+            "alpha=1,min_p=0.1@lr=0.0003"}
+    assert set(first) - set(second) == side and set(second) < set(first)
+    study = study_retrain.RetrainStudy(cfg)
+    assert "alpha=1,min_p=0.1,dedup" in study.set_names(0) and "alpha=1,min_p=0.1,dedup" not in study.set_names(1)
