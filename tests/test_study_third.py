@@ -159,3 +159,24 @@ def test_side_arms_run_on_the_first_side_seeds_only(tmp_path):
     assert set(first) - set(second) == side and set(second) < set(first)
     study = study_retrain.RetrainStudy(cfg)
     assert "alpha=1,min_p=0.1,dedup" in study.set_names(0) and "alpha=1,min_p=0.1,dedup" not in study.set_names(1)
+
+
+def makefile_variable(name: str) -> list[str]:
+    """A Makefile variable's value (continued lines joined), split into words."""
+    text = (Path(__file__).resolve().parent.parent / "Makefile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.split("=")[0].strip(" ?") == name)
+    return line.split("=", 1)[1].split()
+
+
+@pytest.mark.parametrize("variable, n_arms", [("THIRD_ARMS", 17), ("THIRD_ARMS_GPT2", 17)])  # part-a: no --base_init
+def test_the_make_targets_flags_are_a_valid_third_edition(variable, n_arms):
+    """make study-weak / study-strong / study-gpt2-third pass these flags: they parse, and name every arm."""
+    from gpt2.cli import parse_config
+    from studies.retrain_plan import RetrainConfig, arms
+
+    cfg = parse_config(RetrainConfig, makefile_variable(variable))
+    names = [a.name for a in arms(cfg)]
+    assert len(names) == n_arms and not cfg.kd_weights and not cfg.challenge and cfg.article_cut, names
+    recipe = "real@lr=0.0003" if variable == "THIRD_ARMS" else "real@lr=3e-05"
+    assert {"real0.67+alpha=1,min_p=0.002", "real0.33+alpha=-1,min_p=0.002", "edit0.15,alpha=-1,min_p=0.002",
+            "alpha=-1,min_p=0.002,dedup", recipe} <= set(names)
