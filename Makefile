@@ -240,7 +240,8 @@ $(BASE_EXPORT)/model.safetensors: | install
 # pretrained on the offline English corpus, make base base-export). Held-out slice cut at article boundaries.
 THIRD_ARMS ?= --seeds 0 1 2 3 4 --alphas 1 -1 --min_ps 0.002 --extra_min_p 0.002 --kd_weights --kd_alphas \
 	--kd_min_p 0.002 --no-challenge --less_data_shares 0.67 --mix_shares 0.67 0.33 --mix_alphas 1 -1 \
-	--edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 --recipe_alphas 1 --curve_interval 2 --article_cut
+	--edit_alphas 1 -1 --dedup_alphas 1 -1 --prompt_loss_alphas 1 --recipe_alphas 1 --side_seeds 3 --curve_interval 2 \
+	--article_cut
 .PHONY: study-weak study-strong study-teachers study-gpt2-third
 study-weak: install $(STUDY_DATA)/manifest.json  ## third edition, weak teacher (2 CPU cores; resumable) -> results/study-weak/
 	$(STUDY_PY) -m studies retrain --data_dir $(STUDY_DATA) --work_dir study-weak --results_dir results/study-weak \
