@@ -322,9 +322,10 @@ class RetrainStudy:
                 Piece("the base", self.results / "base.json", base_units + held,
                       lambda: self.evaluate("base", lambda: load_model(self.base_checkpoint()))),
                 Piece("the teacher", self.results / "teacher.json", self.train_units(cfg.teacher_steps, evals=9) + held,
-                      lambda: self.evaluate("teacher", lambda: load_model(self.teacher_checkpoint()))),
-                Piece("the cut student, untrained", self.results / "student-cut.json", held,
-                      lambda: self.evaluate("student-cut", self.cut_student))]
+                      lambda: self.evaluate("teacher", lambda: load_model(self.teacher_checkpoint())))]
+        if cfg.kd_weights:  # the KD students' starting point
+            plan.append(Piece("the cut student, untrained", self.results / "student-cut.json", held,
+                              lambda: self.evaluate("student-cut", self.cut_student)))
         for seed in cfg.seeds:  # seed by seed: a cut study has whole seeds to report
             plan += self.seed_pieces(seed)
         return plan

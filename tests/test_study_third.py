@@ -36,6 +36,7 @@ def test_the_third_editions_arms_run_with_curves_and_a_cut_arm_redoes_identicall
     text = run_study(cfg)
     results, work = Path(cfg.results_dir), Path(cfg.work_dir)
     names = study_retrain.arm_names(cfg)
+    assert not (results / "student-cut.json").exists()  # no KD students, no untrained one to compare them with
     assert names == ["alpha=1,min_p=0.1", "alpha=-1,min_p=0.1", "real", "part-b", "part-a", "real0.5",
                      "real0.5+alpha=1,min_p=0.1", "edit0.15,alpha=1,min_p=0.1", "alpha=1,min_p=0.1,dedup",
                      "alpha=1,min_p=0.1,no-prompt-loss", "real@lr=0.0003", "alpha=1,min_p=0.1@lr=0.0003"]
